@@ -35,7 +35,11 @@ INVALID_ARGS: dict[str, list[tuple[dict, str]]] = {
     for name in OPTIMIZERS
 }
 for _name in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs"):
-    INVALID_ARGS[_name] += [({"momentum": 1.0}, "momentum"), ({"momentum": -0.5}, "momentum"), ({"nesterov": "yes"}, "nesterov")]
+    INVALID_ARGS[_name] += [
+        ({"momentum": 1.0}, "momentum"),
+        ({"momentum": -0.5}, "momentum"),
+        ({"nesterov": "yes"}, "nesterov"),
+    ]
 INVALID_ARGS["normuon"] += [({"beta2": 1.5}, "beta2"), ({"eps": 0.0}, "eps")]
 INVALID_ARGS["adamuon"] += [({"sign_stabilize": 1}, "sign_stabilize"), ({"eps": -1.0}, "eps")]
 INVALID_ARGS["muon_nsr"] += [({"alpha": -1.0}, "alpha")]
@@ -45,4 +49,6 @@ INVALID_ARGS["spectral_muon"] += [
     ({"betas": (1.2, 0.9)}, "betas"),
     ({"spectral_method": "eig"}, "spectral_method"),
 ]
-INVALID_ARGS["spectral_muon"] = [(a, n) for a, n in INVALID_ARGS["spectral_muon"] if n != "scale"] + [({"scale": "huge"}, "scale")]
+INVALID_ARGS["spectral_muon"] = [
+    (a, n) for a, n in INVALID_ARGS["spectral_muon"] if n != "scale"
+] + [({"scale": "huge"}, "scale")]

@@ -4,7 +4,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_muon.core.elementwise import nsr_direction, second_moment_, sign, variance_, vs_direction
+from lightning_muon.core.elementwise import (
+    nsr_direction,
+    second_moment_,
+    sign,
+    variance_,
+    vs_direction,
+)
 from lightning_muon.core.normalize import frobenius_norm, rms_align, row_mean_square
 from lightning_muon.core.orthogonalize import JORDAN, POLAR_EXPRESS, YOU, newton_schulz
 from lightning_muon.core.spectral import spectral_power
@@ -32,7 +38,10 @@ def test_newton_schulz_is_scale_invariant(seed, m, n, c, table):
 @given(seed=seeds, m=dims, n=dims, table=tables)
 def test_newton_schulz_is_transpose_equivariant(seed, m, n, table):
     X = randn(seed, m, n)
-    torch.testing.assert_close(newton_schulz(X.T, table, dtype=torch.float64), newton_schulz(X, table, dtype=torch.float64).T)
+    torch.testing.assert_close(
+        newton_schulz(X.T, table, dtype=torch.float64),
+        newton_schulz(X, table, dtype=torch.float64).T,
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -54,7 +63,10 @@ def test_zero_input_gives_finite_zero_output(m, n, table):
     assert newton_schulz(Z, table).abs().max() == 0
     assert rms_align(Z, 0.2).abs().max() == 0
     assert torch.isfinite(spectral_power(Z, 0.25)).all()
-    assert torch.isfinite(vs_direction(Z, Z, 1e-8)).all() and torch.isfinite(nsr_direction(Z, Z, 1000.0, 1e-8)).all()
+    assert (
+        torch.isfinite(vs_direction(Z, Z, 1e-8)).all()
+        and torch.isfinite(nsr_direction(Z, Z, 1000.0, 1e-8)).all()
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -62,7 +74,9 @@ def test_zero_input_gives_finite_zero_output(m, n, table):
 def test_rms_align_hits_target_and_ignores_scale(seed, m, n, c, target):
     X = randn(seed, 1, m, n)
     out = rms_align(X, target)
-    torch.testing.assert_close(frobenius_norm(out) / (m * n) ** 0.5, torch.full((1, 1, 1), target, dtype=torch.float64))
+    torch.testing.assert_close(
+        frobenius_norm(out) / (m * n) ** 0.5, torch.full((1, 1, 1), target, dtype=torch.float64)
+    )
     torch.testing.assert_close(rms_align(c * X, target), out)
     assert row_mean_square(X).shape == (1, m, 1)
 

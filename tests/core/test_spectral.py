@@ -25,7 +25,9 @@ def test_coupled_iteration_gives_square_root_and_inverse():
     root, inv_root = coupled_sqrt_invsqrt(A, iters=30, eps=0.0)
     A_r = A + 1e-4 * A.trace() / 12 * torch.eye(12, dtype=torch.float64)
     torch.testing.assert_close(root @ root, A_r, rtol=1e-8, atol=1e-8)
-    torch.testing.assert_close(root @ inv_root, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-8)
+    torch.testing.assert_close(
+        root @ inv_root, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-8
+    )
     fourth = inverse_fourth_root(A, iters=30, eps=0.0)
     assert torch.isfinite(fourth).all()
 
@@ -34,8 +36,12 @@ def test_coupled_iteration_gives_square_root_and_inverse():
 @pytest.mark.parametrize("shape", [(10, 20), (20, 10)])
 def test_newton_matches_svd_definition(p, shape):
     U = well_conditioned(*shape)
-    torch.testing.assert_close(spectral_power(U, p, method="newton"), svd_power(U, p), atol=2e-3, rtol=0)
-    torch.testing.assert_close(spectral_power(U, p, method="svd"), svd_power(U, p), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        spectral_power(U, p, method="newton"), svd_power(U, p), atol=2e-3, rtol=0
+    )
+    torch.testing.assert_close(
+        spectral_power(U, p, method="svd"), svd_power(U, p), atol=1e-10, rtol=0
+    )
 
 
 def test_identity_power_and_bad_arguments():

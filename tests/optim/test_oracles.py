@@ -11,20 +11,90 @@ SHAPES = [(12, 20), (20, 12), (16, 16), (1, 9), (9, 1)]
 STEPS = 6
 
 CASES = [
-    ("muon-keller", lm.Muon, dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.1, scale="keller"), muon_step),
-    ("muon-plain-moonlight", lm.Muon, dict(lr=0.02, momentum=0.9, nesterov=False, weight_decay=0.0, scale="moonlight"), muon_step),
-    ("muon-spectral", lm.Muon, dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0, scale="spectral"), muon_step),
-    ("muon-rms", lm.Muon, dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0, scale="rms"), muon_step),
-    ("normuon", lm.NorMuon, dict(lr=1e-3, momentum=0.95, beta2=0.95, eps=1e-8, weight_decay=0.1), normuon_step),
-    ("adamuon", lm.AdaMuon, dict(lr=1e-3, momentum=0.95, eps=1e-8, weight_decay=0.1, sign_stabilize=True), adamuon_step),
-    ("muon+adam", lm.AdaMuon, dict(lr=1e-3, momentum=0.9, eps=1e-8, weight_decay=0.0, sign_stabilize=False), adamuon_step),
-    ("muon_nsr", lm.MuonNSR, dict(lr=1e-3, momentum=0.95, alpha=1000.0, eps=1e-8, weight_decay=0.1, scale="moonlight"), varmuon_step),
-    ("muon_nsr-alpha10-keller", lm.MuonNSR, dict(lr=1e-3, momentum=0.9, alpha=10.0, eps=1e-8, weight_decay=0.0, scale="keller"), varmuon_step),
-    ("muon_vs", lm.MuonVS, dict(lr=1e-3, momentum=0.95, eps=1e-8, weight_decay=0.1, scale="moonlight"), varmuon_step),
-    ("spectral-adam-half", lm.SpectralMuon, dict(lr=1e-2, power=0.5, direction="adam", betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0), spectral_step),
-    ("spectral-adam-quarter", lm.SpectralMuon, dict(lr=1e-2, power=0.25, direction="adam", betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), spectral_step),
-    ("spectral-momentum-zero", lm.SpectralMuon, dict(lr=1e-2, power=0.0, direction="momentum", momentum=0.9, weight_decay=0.0), spectral_step),
-    ("spectral-momentum-half", lm.SpectralMuon, dict(lr=1e-2, power=0.5, direction="momentum", momentum=0.9, weight_decay=0.0), spectral_step),
+    (
+        "muon-keller",
+        lm.Muon,
+        dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.1, scale="keller"),
+        muon_step,
+    ),
+    (
+        "muon-plain-moonlight",
+        lm.Muon,
+        dict(lr=0.02, momentum=0.9, nesterov=False, weight_decay=0.0, scale="moonlight"),
+        muon_step,
+    ),
+    (
+        "muon-spectral",
+        lm.Muon,
+        dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0, scale="spectral"),
+        muon_step,
+    ),
+    (
+        "muon-rms",
+        lm.Muon,
+        dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0, scale="rms"),
+        muon_step,
+    ),
+    (
+        "normuon",
+        lm.NorMuon,
+        dict(lr=1e-3, momentum=0.95, beta2=0.95, eps=1e-8, weight_decay=0.1),
+        normuon_step,
+    ),
+    (
+        "adamuon",
+        lm.AdaMuon,
+        dict(lr=1e-3, momentum=0.95, eps=1e-8, weight_decay=0.1, sign_stabilize=True),
+        adamuon_step,
+    ),
+    (
+        "muon+adam",
+        lm.AdaMuon,
+        dict(lr=1e-3, momentum=0.9, eps=1e-8, weight_decay=0.0, sign_stabilize=False),
+        adamuon_step,
+    ),
+    (
+        "muon_nsr",
+        lm.MuonNSR,
+        dict(lr=1e-3, momentum=0.95, alpha=1000.0, eps=1e-8, weight_decay=0.1, scale="moonlight"),
+        varmuon_step,
+    ),
+    (
+        "muon_nsr-alpha10-keller",
+        lm.MuonNSR,
+        dict(lr=1e-3, momentum=0.9, alpha=10.0, eps=1e-8, weight_decay=0.0, scale="keller"),
+        varmuon_step,
+    ),
+    (
+        "muon_vs",
+        lm.MuonVS,
+        dict(lr=1e-3, momentum=0.95, eps=1e-8, weight_decay=0.1, scale="moonlight"),
+        varmuon_step,
+    ),
+    (
+        "spectral-adam-half",
+        lm.SpectralMuon,
+        dict(lr=1e-2, power=0.5, direction="adam", betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0),
+        spectral_step,
+    ),
+    (
+        "spectral-adam-quarter",
+        lm.SpectralMuon,
+        dict(lr=1e-2, power=0.25, direction="adam", betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1),
+        spectral_step,
+    ),
+    (
+        "spectral-momentum-zero",
+        lm.SpectralMuon,
+        dict(lr=1e-2, power=0.0, direction="momentum", momentum=0.9, weight_decay=0.0),
+        spectral_step,
+    ),
+    (
+        "spectral-momentum-half",
+        lm.SpectralMuon,
+        dict(lr=1e-2, power=0.5, direction="momentum", momentum=0.9, weight_decay=0.0),
+        spectral_step,
+    ),
 ]
 
 
@@ -59,7 +129,14 @@ def test_spectral_adam_power_one_is_adamw():
     w = torch.randn(10, 14)
     ours = torch.nn.Parameter(w.clone())
     theirs = torch.nn.Parameter(w.clone())
-    opt = lm.SpectralMuon([{"params": [ours], "branch": "muon"}], lr=1e-2, power=1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt = lm.SpectralMuon(
+        [{"params": [ours], "branch": "muon"}],
+        lr=1e-2,
+        power=1,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        weight_decay=0.1,
+    )
     ref = torch.optim.AdamW([theirs], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     for _ in range(5):
         g = torch.randn_like(w)
@@ -72,8 +149,20 @@ def test_spectral_adam_power_one_is_adamw():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_adamw_branch_matches_torch_adamw(dtype):
     torch.manual_seed(2)
-    model = torch.nn.Sequential(torch.nn.Embedding(30, 8), torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 30)).to(dtype)
-    opt = lm.NorMuon(model, lr=3e-3, adamw_lr_ratio=0.5, adamw_betas=(0.8, 0.99), adamw_eps=1e-7, adamw_weight_decay=0.01)
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(30, 8),
+        torch.nn.Linear(8, 8),
+        torch.nn.LayerNorm(8),
+        torch.nn.Linear(8, 30),
+    ).to(dtype)
+    opt = lm.NorMuon(
+        model,
+        lr=3e-3,
+        adamw_lr_ratio=0.5,
+        adamw_betas=(0.8, 0.99),
+        adamw_eps=1e-7,
+        adamw_weight_decay=0.01,
+    )
     adamw_params = opt.param_groups[1]["params"]
     shadow = [torch.nn.Parameter(p.detach().float().clone()) for p in adamw_params]
     ref = torch.optim.AdamW(shadow, lr=1.5e-3, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01)
