@@ -154,3 +154,51 @@ def test_litgpt_gpt_routing():
         warnings.simplefilter("error")
         by_shape = lm.Muon(model.parameters(), vocab_size=64).routing
     assert len(by_shape.names("muon")) == len(muon)
+
+
+def test_position_embeddings_do_not_make_square_linears_heads():
+    class GPT2Medium(nn.Module):  # position table as wide as the model: 16 == 16
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(50, 16)
+            self.wpe = nn.Embedding(16, 16)
+            self.c_proj = nn.Linear(16, 16)
+            self.lm_head = nn.Linear(16, 50)
+
+    routes = branches(route_parameters(GPT2Medium())[0])
+    assert routes["c_proj.weight"] == "muon" and routes["lm_head.weight"] == "adamw"
+    assert routes["wpe.weight"] == "adamw"
+
+
+def test_free_parameters_of_custom_modules_are_routed_by_name():
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos_embedding = nn.Parameter(torch.zeros(1, 5, 8))
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, 8))
+            self.mixer = nn.Parameter(torch.zeros(8, 8))
+            self.mlp = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 3)
+
+    routes = branches(route_parameters(ViT())[0])
+    assert routes == {
+        "pos_embedding": "adamw",
+        "cls_token": "adamw",
+        "mixer": "muon",
+        "mlp.weight": "muon",
+        "mlp.bias": "adamw",
+        "head.weight": "adamw",
+        "head.bias": "adamw",
+    }
+
+
+def test_vectors_in_an_explicit_muon_group_are_refused_at_construction():
+    with pytest.raises(ValueError, match=r"not a matrix"):
+        lm.Muon(
+            [
+                {
+                    "params": [nn.Parameter(torch.zeros(4, 4)), nn.Parameter(torch.zeros(4))],
+                    "branch": "muon",
+                }
+            ]
+        )
