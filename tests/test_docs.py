@@ -87,6 +87,15 @@ def test_page_examples_run(page: Path) -> None:
     import torch
 
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny examples: one thread avoids oversubscription on shared CPUs
+    try:
+        _run_page(page)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_page(page: Path) -> None:
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     last_stdout: str | None = None
     ran = 0
