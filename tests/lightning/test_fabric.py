@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric import Fabric
 from litgpt import GPT
-from tiny_setup import TINY_DATA, TINY_MODEL
 
 import lightning_muon as lm
 from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning import build_optimizer
 from lightning_muon.lightning.gpt import byte_gpt_config
+from tests.lightning.tiny_setup import TINY_DATA, TINY_MODEL
 
 HIDDEN = {
     "transformer.h.0.attn.qkv.weight",

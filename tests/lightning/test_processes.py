@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_setup import ADAMW_NAMES, MUON_NAMES
+
+from tests.lightning.tiny_setup import ADAMW_NAMES, MUON_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("scripts") / "tiny_run.py"
