@@ -255,7 +255,18 @@ class LightningMuonJob(MuonLightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Run the ``lightning-muon`` command (``fit``, ``validate``, ``test``, ``predict``)."""
     from lightning_muon.data import ByteCorpusDataModule, CorpusError
-    from lightning_muon.lightning.gpt import GPTLanguageModel
+
+    try:
+        from lightning_muon.lightning.gpt import GPTLanguageModel
+    except ModuleNotFoundError as error:
+        if error.name != "litgpt":
+            raise
+        print(
+            "lightning-muon: error: the built-in model is litgpt's GPT; install it with "
+            "pip install 'lightning-muon[litgpt]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
     # Our training set is an IterableDataset that shards itself across workers and ranks, which
     # is what this generic Lightning warning asks for.

@@ -246,3 +246,12 @@ def test_python_dash_m_entry_point_reports_errors_with_exit_status_2(tmp_path):
         )
     )
     assert "Traceback" not in result.stderr
+
+
+def test_main_without_litgpt_says_which_extra_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "litgpt", None)  # import litgpt now fails
+    monkeypatch.delitem(sys.modules, "lightning_muon.lightning.gpt")
+    with pytest.raises(SystemExit) as info:
+        main(["fit"])
+    assert info.value.code == 2
+    assert "pip install 'lightning-muon[litgpt]'" in capsys.readouterr().err
