@@ -30,7 +30,7 @@ from .plan import Bucket
 
 
 class CommStats:
-    """What this rank's optimizer steps communicated: collective calls by kind and bytes sent to other ranks.
+    """What this rank's optimizer steps communicated: collective calls and bytes sent to other ranks, by kind.
 
     Example:
         >>> stats = CommStats()
@@ -41,12 +41,17 @@ class CommStats:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
-        self.bytes_sent = 0
+        self.bytes: Counter[str] = Counter()
 
     def record(self, kind: str, nbytes: int) -> None:
         """Count one collective of ``kind`` that sends ``nbytes`` to other ranks."""
         self.calls[kind] += 1
-        self.bytes_sent += int(nbytes)
+        self.bytes[kind] += int(nbytes)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent to other ranks, all kinds together."""
+        return sum(self.bytes.values())
 
     @property
     def collectives(self) -> int:
@@ -56,7 +61,7 @@ class CommStats:
     def reset(self) -> None:
         """Forget everything recorded so far."""
         self.calls.clear()
-        self.bytes_sent = 0
+        self.bytes.clear()
 
 
 class Flight:

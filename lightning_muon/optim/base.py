@@ -36,7 +36,7 @@ from ..core.orthogonalize import (
 )
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
-from .routing import route_parameters
+from .routing import _reject_fsdp1, route_parameters
 from .tensors import local as _local
 from .validation import (
     check_betas,
@@ -106,6 +106,10 @@ class MuonFamilyOptimizer(Optimizer):
         if vocab_size is not None:
             check_int("vocab_size", vocab_size, 1, 1 << 40)
         groups, self.routing = route_parameters(params, vocab_size)
+        # FSDP1 marks its flat parameters and (use_orig_params=True) the 1-D views into them; plain
+        # tensors (litgpt, LightningCLI pass model.parameters()) carry no module names to route by.
+        if any(getattr(p, "_fsdp_flattened", False) for g in groups for p in g["params"]):
+            _reject_fsdp1(["_flat_param"])
         if not any(g["branch"] == "muon" for g in groups):
             raise ValueError(
                 f"{type(self).__name__} got no matrix parameters for its orthogonal branch (all {len(self.routing)} "
