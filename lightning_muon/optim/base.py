@@ -386,8 +386,14 @@ class MuonFamilyOptimizer(Optimizer):
         return U
 
     def _apply(self, plist: list[torch.Tensor], U: torch.Tensor, group: dict[str, Any]) -> None:
-        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``."""
+        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``.
+
+        ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
+        state by stepping with zero gradients and ``lr = 0``).
+        """
         lr, wd = group["lr"], group["weight_decay"]
+        if lr == 0:
+            return
         local = [_local(p) for p in plist]
         if wd:
             torch._foreach_mul_(local, 1.0 - lr * wd)
