@@ -32,6 +32,9 @@ from .plan import Bucket
 class CommStats:
     """What this rank's optimizer steps communicated: collective calls and bytes sent to other ranks, by kind.
 
+    Kinds: ``"gather"`` and ``"scatter"`` (one ``all_to_all`` each), ``"all_gather"`` (replicated
+    results) and ``"all_reduce"`` (matrix sums and gradient flags).
+
     Example:
         >>> stats = CommStats()
         >>> stats.record("all_reduce", 16)
@@ -121,7 +124,7 @@ class Transport:
         work = dist.all_to_all_single(
             recv, send, self.gather_recv, self.gather_send, group=self.layout.group, async_op=True
         )
-        self._record("all_to_all", self.gather_send, send.element_size())
+        self._record("gather", self.gather_send, send.element_size())
         return Flight(work, send, recv)
 
     def owned(self, flight: Flight) -> torch.Tensor:
@@ -159,7 +162,7 @@ class Transport:
         work = dist.all_to_all_single(
             recv, send, self.gather_send, self.gather_recv, group=self.layout.group, async_op=True
         )
-        self._record("all_to_all", self.gather_recv, send.element_size())
+        self._record("scatter", self.gather_recv, send.element_size())
         return Flight(work, send, recv)
 
     def local(self, flight: Flight, dtype: torch.dtype) -> torch.Tensor:
