@@ -365,8 +365,8 @@ def transfer_dtypes(data: list[torch.Tensor]) -> dict[str, Any]:
             step(model, opt, tokens)
         engine = lmd.engine_of(opt)
         out[dtype] = {
-            "all_to_all_bytes": engine.stats.bytes["all_to_all"],
-            "all_to_all": engine.stats.calls["all_to_all"],
+            "all_to_all_bytes": engine.stats.bytes["gather"] + engine.stats.bytes["scatter"],
+            "all_to_all": engine.stats.calls["gather"] + engine.stats.calls["scatter"],
             "param_rel_diff": max(
                 rel(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True)
             ),
