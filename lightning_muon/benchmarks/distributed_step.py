@@ -135,6 +135,7 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str
         "matrices": len(grads),
         "parameters": numel,
     }
+    result["load_average_before"] = os.getloadavg()[0]  # other processes share the machine
 
     # bytes per parameter and step, fp32 and bf16 transfers
     result["bytes_per_parameter"] = {
@@ -186,6 +187,7 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str
     total = float(per_rank.sum())
     result["ns_flops_per_step"] = total
     result["ns_flop_share"] = [float(x) / total for x in per_rank]
+    result["load_average_after"] = os.getloadavg()[0]
     result["step_seconds"] = {k: statistics.median(v) for k, v in times.items()}
     result["step_seconds_rounds"] = times
     ratios = [a / b for a, b in zip(times["sharded"], times["single"], strict=True)]
@@ -226,6 +228,7 @@ def report(result: dict[str, Any]) -> str:
         f"| step time, sharded ({w} ranks × 1 thread), median | {t['sharded']:.2f} s |",
         f"| step time, one process ({w} threads), median | {t['single']:.2f} s |",
         f"| sharded / one process, per round | median {ratio['median']:.2f} (range {ratio['min']:.2f}–{ratio['max']:.2f}) |",
+        f"| load average (1 min) before / after | {result['load_average_before']:.1f} / {result['load_average_after']:.1f} |",
     ]
     return "\n".join(lines)
 

@@ -1,18 +1,21 @@
 """Lightning and Fabric entry points on 2 CPU processes; run by ``test_lightning_sharded.py``.
 
-Usage: ``python job_lightning.py OUT`` (one process: Lightning's launcher starts the second rank by
+Usage: ``python job_lightning.py OUT [HOWTO_SCRIPT]`` (one process: Lightning's launcher starts the second rank by
 running the same command). Each rank writes ``OUT/rank{r}.json``; nothing is asserted here.
 
 * Fabric ``ModelParallelStrategy`` (``parallelize_fn`` applies ``fully_shard``): 5 steps against the
   single-process optimizer, then ``fabric.save``/``fabric.load`` and the same continuation;
 * Trainer ``ModelParallelStrategy`` (``fully_shard`` in ``configure_model``) with gradient
-  accumulation: one Newton–Schulz per window, a ``ModelCheckpoint`` resumed to the same weights.
+  accumulation: one Newton–Schulz per window, a ``ModelCheckpoint`` resumed to the same weights;
+* the FSDP2 how-to's script (quick-start model, ``ModelParallelStrategy``), run as written.
 
 (Lightning's ``FSDPStrategy`` needs CUDA; ``job_torch.py`` checks the same FSDP1 wrapping on CPU.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -208,11 +211,25 @@ def trainer_checks(out: Path) -> dict[str, Any]:
     return result
 
 
+def howto_script(path: Path) -> dict[str, Any]:
+    """Run the FSDP2 how-to's ``train_fsdp2.py`` as written (4 steps), in these processes."""
+    saved, sys.argv = sys.argv, [str(path), "4"]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(path.read_text(), str(path), "exec"), {"__name__": "__main__"})
+    finally:
+        sys.argv = saved
+    return {"stdout": printed.getvalue()}
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
     results = {"fabric": fabric_checks(out)}
     results["trainer"] = trainer_checks(out)
+    if len(sys.argv) > 2:
+        results["howto"] = howto_script(Path(sys.argv[2]))
     rank = results["fabric"]["rank"]
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1))
 

@@ -283,6 +283,15 @@ def refusals() -> dict[str, str]:
         opt.step()
 
     out["local_mode_sharded"] = _error(local_mode_sharded)
+
+    def different_parameters() -> None:  # e.g. pipeline stages: not data-parallel replicas
+        width = 8 + dist.get_rank()
+        model = nn.Sequential(nn.Linear(4, width), nn.Linear(width, width), nn.Linear(width, 2))
+        opt = Muon(model)
+        model(torch.randn(3, 4)).sum().backward()
+        opt.step()
+
+    out["different_parameters"] = _error(different_parameters)
     for orig in (True, False):
         wrapped = FullyShardedDataParallel(
             make_model(),

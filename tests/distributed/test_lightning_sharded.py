@@ -1,7 +1,9 @@
-"""Lightning's and Fabric's ``ModelParallelStrategy`` (FSDP2) on 2 CPU processes; FSDP1 on CUDA."""
+"""Lightning's and Fabric's ``ModelParallelStrategy`` (FSDP2) on 2 CPU processes, the FSDP2 how-to's
+script as written, and Lightning's ``FSDPStrategy`` (FSDP1) on CUDA."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -13,13 +15,26 @@ sys.path.insert(0, str(HERE))
 
 from dist_launch import run_job  # noqa: E402
 
+from tests.test_docs import parse_blocks  # noqa: E402
+
+HOWTO = HERE.parents[1] / "docs" / "how-to" / "fsdp2.md"
+
 TOL = 1e-5  # float32 round-off (see test_sharded_training.py)
+
+
+def howto_script() -> str:
+    """The ``train_fsdp2.py`` block of the FSDP2 how-to."""
+    blocks = [b for b in parse_blocks(HOWTO.read_text()) if b.code.startswith("# train_fsdp2.py")]
+    assert len(blocks) == 1, "the how-to must contain exactly one train_fsdp2.py block"
+    return blocks[0].code
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("job_lightning")
-    ranks = run_job(HERE / "job_lightning.py", out, world=None, timeout=240)
+    script = out / "train_fsdp2.py"
+    script.write_text(howto_script())
+    ranks = run_job(HERE / "job_lightning.py", out, world=None, args=(str(script),), timeout=300)
     assert len(ranks) == 2
     return ranks
 
@@ -57,6 +72,15 @@ def test_trainer_checkpoint_keeps_sharded_state_and_resumes(ranks: list[dict]) -
         }
         assert trainer["checkpoints"] == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"]
         assert trainer["resume_rel_diff"] < TOL
+
+
+@pytest.mark.distributed
+def test_howto_script_trains_the_quickstart_model(ranks: list[dict]) -> None:
+    printed = ranks[0]["howto"]["stdout"]  # rank 0 prints
+    assert "10 parameters on the muon branch, 7 on adamw" in printed
+    loss = re.search(r"val_loss (\d+\.\d+) after 4 steps", printed)
+    assert loss is not None, printed[-2000:]
+    assert float(loss.group(1)) < 5.55  # below ln 256, the loss of a uniform guess
 
 
 @pytest.mark.gpu

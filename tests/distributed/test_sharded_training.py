@@ -105,7 +105,9 @@ def test_collectives_per_step_are_bounded(job: tuple[list[dict], Path], index: i
         assert 2 + sums <= 4
         engine = result["engine_calls"]
         assert engine["gather"] == engine["scatter"] == STEPS * buckets
-        assert engine["all_reduce"] == STEPS * expected["all_reduce"]  # the engine's own count agrees
+        assert (
+            engine["all_reduce"] == STEPS * expected["all_reduce"]
+        )  # the engine's own count agrees
 
 
 @pytest.mark.parametrize("index", range(len(VARIANTS)), ids=[f"{n}{k or ''}" for n, k in VARIANTS])
@@ -148,6 +150,10 @@ def test_unsupported_layouts_are_refused(job: tuple[list[dict], Path]) -> None:
     assert refusals["shard1"].startswith("ValueError: parameter 'attn.proj.weight'")
     assert "Shard(0) on one mesh dimension" in refusals["shard1"]
     assert refusals["local_mode_sharded"].startswith("ValueError: NorMuon: mode='local' cannot")
+    assert refusals["different_parameters"].startswith(
+        "ValueError: Muon: the ranks hold different parameters"
+    )
+    assert "mode='local'" in refusals["different_parameters"]
 
 
 @pytest.mark.parametrize("orig", [True, False])
