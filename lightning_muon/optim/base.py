@@ -317,9 +317,12 @@ class MuonFamilyOptimizer(Optimizer):
         """
         engine = self.__dict__.get("_distributed_engine", _UNRESOLVED)
         if engine is _UNRESOLVED:
-            from ..distributed.engine import engine_for
+            engine = None
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                from ..distributed.engine import engine_for
 
-            engine = self._distributed_engine = engine_for(self)
+                engine = engine_for(self)
+            self._distributed_engine = engine
         return engine
 
     def _matrix_group_step(self, group: dict[str, Any]) -> None:

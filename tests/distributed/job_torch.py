@@ -250,6 +250,30 @@ def hsdp_parity(data: list[torch.Tensor]) -> dict[str, Any]:
     }
 
 
+def captured_directions(data: list[torch.Tensor]) -> dict[str, Any]:
+    """``capture_directions`` on shards: an ``(m, n)`` DTensor whose full value is the one-process ``O``."""
+    ref = make_model()
+    ref_opt = NorMuon(ref)
+    lmd.configure(ref_opt, mode="local")
+    model = shard(make_model())
+    opt = NorMuon(model)
+    names = ("blocks.0.fc.weight", "blocks.1.gate.weight")  # uneven rows; an empty shard on rank 1
+    for m, o in ((ref, ref_opt), (model, opt)):
+        params = dict(m.named_parameters())
+        o.capture_directions([params[n] for n in names])
+        step(m, o, data[0])
+    out = {}
+    for n in names:
+        got = opt.captured_directions[dict(model.named_parameters())[n]]
+        want = ref_opt.captured_directions[dict(ref.named_parameters())[n]]
+        out[n] = {
+            "type": type(got).__name__,
+            "shape": list(got.shape),
+            "rel_diff": rel(got, want),
+        }
+    return out
+
+
 def _error(fn: Any) -> str:
     try:
         fn()
@@ -438,6 +462,7 @@ def main() -> None:
     results["parity"] = parity(data, rank)
     results["ddp"] = ddp_parity(data, rank, world)
     results["hsdp"] = hsdp_parity(data)
+    results["captured"] = captured_directions(data)
     results["refusals"] = refusals()
     results["nonfinite"] = nonfinite_and_missing(rank)
     results["statistics"] = statistics_modes(data, rank)

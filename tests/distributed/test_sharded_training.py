@@ -47,7 +47,7 @@ def _train(model: torch.nn.Module, opt: NorMuon, data: list[torch.Tensor]) -> No
 
 
 def _max_rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(float((a[n].detach() - b[n]).abs().max() / b[n].abs().max()) for n in b)
+    return max(float((a[n] - b[n]).detach().abs().max() / b[n].detach().abs().max()) for n in b)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,17 @@ def test_hsdp_shards_over_the_shard_mesh_dimension(job: tuple[list[dict], Path])
         assert hsdp["placements"] == "(Replicate(), Shard(dim=0))"
         assert (hsdp["layout"], hsdp["layout_world"]) == ("sharded", 2)
         assert hsdp["param_rel_diff"] < TOL
+
+
+def test_captured_directions_of_shards_are_whole_matrix_dtensors(
+    job: tuple[list[dict], Path],
+) -> None:
+    for rank in job[0]:
+        captured = rank["captured"]
+        assert captured["blocks.0.fc.weight"]["shape"] == [37, 10]
+        assert captured["blocks.1.gate.weight"]["shape"] == [1, 10]
+        for entry in captured.values():
+            assert entry["type"] == "DTensor" and entry["rel_diff"] < TOL
 
 
 def test_unsupported_layouts_are_refused(job: tuple[list[dict], Path]) -> None:
