@@ -7,6 +7,7 @@ running the same command). Each rank writes ``OUT/rank{r}.json``; nothing is ass
   single-process optimizer, then ``fabric.save``/``fabric.load`` and the same continuation;
 * Trainer ``ModelParallelStrategy`` (``fully_shard`` in ``configure_model``) with gradient
   accumulation: one Newton–Schulz per window, a ``ModelCheckpoint`` resumed to the same weights;
+* Trainer ``DDPStrategy``: owner-computes on replicated plain parameters;
 * the FSDP2 how-to's script (quick-start model, ``ModelParallelStrategy``), run as written.
 
 (Lightning's ``FSDPStrategy`` needs CUDA; ``job_torch.py`` checks the same FSDP1 wrapping on CPU.)
@@ -211,6 +212,40 @@ def trainer_checks(out: Path) -> dict[str, Any]:
     return result
 
 
+class ReplicatedGPT(L.LightningModule):
+    """A plain module for ``DDPStrategy``: the optimizer sees replicated plain tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = gpt()
+        self.ns_calls: list[int] = []
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return lm_loss(self.model, batch[0])
+
+    def configure_optimizers(self) -> NorMuon:
+        opt = NorMuon(self, lr=0.01)
+        self.ns_calls = count_ns(opt)
+        return opt
+
+
+def ddp_checks(out: Path) -> dict[str, Any]:
+    """``DDPStrategy``: owner-computes on replicas, which stay bitwise identical."""
+    model = ReplicatedGPT()
+    fit = trainer(out, strategy="ddp", max_epochs=1, accumulate_grad_batches=1)
+    fit.fit(model, loader())
+    opt = fit.optimizers[0]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    gathered = fit.strategy.all_gather(flat)
+    return {
+        "layouts": sorted({x.kind for x in lmd.engine_of(opt).layouts.values() if x is not None}),
+        "steps": fit.global_step,
+        "ns_matrices": sum(model.ns_calls),
+        "matrices": len(opt.param_groups[0]["params"]),
+        "replicas_identical": bool((gathered == flat).all()),
+    }
+
+
 def howto_script(path: Path) -> dict[str, Any]:
     """Run the FSDP2 how-to's ``train_fsdp2.py`` as written (4 steps), in these processes."""
     saved, sys.argv = sys.argv, [str(path), "4"]
@@ -228,6 +263,7 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {"fabric": fabric_checks(out)}
     results["trainer"] = trainer_checks(out)
+    results["ddp"] = ddp_checks(out)
     if len(sys.argv) > 2:
         results["howto"] = howto_script(Path(sys.argv[2]))
     rank = results["fabric"]["rank"]

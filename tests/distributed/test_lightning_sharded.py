@@ -75,6 +75,15 @@ def test_trainer_checkpoint_keeps_sharded_state_and_resumes(ranks: list[dict]) -
 
 
 @pytest.mark.distributed
+def test_trainer_ddp_strategy_orthogonalizes_each_matrix_once(ranks: list[dict]) -> None:
+    ddp = [rank["ddp"] for rank in ranks]
+    for r in ddp:
+        assert r["layouts"] == ["replicated"] and r["replicas_identical"]
+    # across both ranks, every matrix once per step: no replicated Newton–Schulz
+    assert sum(r["ns_matrices"] for r in ddp) == ddp[0]["steps"] * ddp[0]["matrices"]
+
+
+@pytest.mark.distributed
 def test_howto_script_trains_the_quickstart_model(ranks: list[dict]) -> None:
     printed = ranks[0]["howto"]["stdout"]  # rank 0 prints
     assert "10 parameters on the muon branch, 7 on adamw" in printed
