@@ -1,0 +1,42 @@
+"""lightning_muon: the Muon family of optimizers for PyTorch Lightning, Fabric and litgpt.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> import lightning_muon as lm
+    >>> model = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 16), nn.Linear(16, 50))
+    >>> opt = lm.NorMuon(model, lr=1e-3)
+    >>> opt.routing.names("muon")
+    ['1.weight']
+"""
+
+from .optim import (
+    OPTIMIZERS,
+    AdaMuon,
+    Muon,
+    MuonFamilyOptimizer,
+    MuonNSR,
+    MuonVS,
+    NorMuon,
+    RoutingTable,
+    SpectralMuon,
+    get_optimizer_class,
+    param_groups,
+    route_parameters,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OPTIMIZERS",
+    "AdaMuon",
+    "Muon",
+    "MuonFamilyOptimizer",
+    "MuonNSR",
+    "MuonVS",
+    "NorMuon",
+    "RoutingTable",
+    "SpectralMuon",
+    "get_optimizer_class",
+    "param_groups",
+    "route_parameters",
+]

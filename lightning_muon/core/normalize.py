@@ -1,0 +1,58 @@
+"""Matrix-level normalisations: per-row (neuron-wise) second moments and RMS alignment.
+
+Sums over a whole matrix go through a ``matrix_sum`` function ``(N, m, n) → (N, 1, 1)``. In one
+process it is :func:`local_matrix_sum`; when a matrix is sharded by rows, the distributed layer
+passes a function that adds the shards' partial sums, so the statistic stays exact.
+
+Example:
+    >>> import torch
+    >>> O = torch.ones(1, 2, 8)
+    >>> rms_align(O, 0.2)[0, 0, 0].item()  # RMS of the result is 0.2
+    0.20000000298023224
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+MatrixSum = Callable[[torch.Tensor], torch.Tensor]
+
+
+def local_matrix_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of each matrix of a stack ``(N, m, n) → (N, 1, 1)``."""
+    return x.sum(dim=(-2, -1), keepdim=True)
+
+
+def frobenius_norm(x: torch.Tensor, matrix_sum: MatrixSum = local_matrix_sum) -> torch.Tensor:
+    """``‖X‖_F`` of each stacked matrix, shape ``(N, 1, 1)``."""
+    return matrix_sum(x.square()).sqrt()
+
+
+def row_mean_square(O: torch.Tensor) -> torch.Tensor:
+    """``mean_cols(O ⊙ O)`` per output row (neuron): ``(N, m, n) → (N, m, 1)``."""
+    return O.square().mean(dim=-1, keepdim=True)
+
+
+def rms_align(
+    x: torch.Tensor,
+    target: float,
+    matrix_sum: MatrixSum = local_matrix_sum,
+    numel: int | None = None,
+) -> torch.Tensor:
+    """Rescale each matrix to RMS ``target``: ``x · target·sqrt(mn)/‖x‖_F`` (NorMuon, AdaMuon).
+
+    ``numel`` is ``m·n`` of the *whole* matrix (defaults to the local one). A zero matrix stays zero.
+    """
+    mn = numel if numel is not None else x.size(-2) * x.size(-1)
+    norm = frobenius_norm(x, matrix_sum).clamp_min(torch.finfo(x.dtype).tiny)
+    return x * (target * mn**0.5 / norm)
+
+
+def match_norm(
+    x: torch.Tensor, reference_norm: torch.Tensor, matrix_sum: MatrixSum = local_matrix_sum
+) -> torch.Tensor:
+    """Rescale each matrix of ``x`` to the Frobenius norm ``reference_norm`` (the official NorMuon code)."""
+    norm = frobenius_norm(x, matrix_sum).clamp_min(torch.finfo(x.dtype).tiny)
+    return x * (reference_norm / norm)

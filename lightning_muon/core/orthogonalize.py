@@ -1,0 +1,205 @@
+"""Orthogonalization: Newton–Schulz iterations and the exact polar factor.
+
+For a matrix ``X = U Σ Vᵀ`` (thin SVD) the *polar factor* is ``polar(X) = U Vᵀ``: every
+singular value replaced by 1. Newton–Schulz approximates it with ``K`` odd quintic steps
+
+.. math::
+
+    X_0 = X / (s·‖X‖_F + ε), \\qquad
+    A_k = X_k X_kᵀ, \\quad X_{k+1} = a_k X_k + (b_k A_k + c_k A_k^2) X_k,
+
+which map each singular value ``x ↦ a x + b x³ + c x⁵``. All functions accept stacked
+matrices ``(..., m, n)`` and orthogonalize every matrix of the stack in one batched call.
+Tall matrices are transposed so the Gram matrix is ``min(m, n)²``.
+
+Example:
+    >>> import torch
+    >>> X = torch.randn(3, 8, 16)
+    >>> O = newton_schulz(X, JORDAN)
+    >>> O.shape
+    torch.Size([3, 8, 16])
+    >>> bool((torch.linalg.svdvals(O) < 1.25).all())
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Coefficients = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class NewtonSchulzTable:
+    """A Newton–Schulz coefficient schedule and the normalisation it was designed for.
+
+    Attributes:
+        name: short name used in error messages and docs.
+        coefficients: one ``(a, b, c)`` per step; steps beyond the table repeat its last entry.
+        norm_scale: the input is divided by ``norm_scale·‖X‖_F + eps`` (Polar Express needs 1.02).
+    """
+
+    name: str
+    coefficients: tuple[Coefficients, ...]
+    norm_scale: float = 1.0
+
+    def schedule(self, steps: int) -> tuple[Coefficients, ...]:
+        """The coefficients for ``steps`` iterations (the last entry repeats)."""
+        table = self.coefficients
+        return tuple(table[min(k, len(table) - 1)] for k in range(steps))
+
+
+#: Keller Jordan's quintic, the same at every step (Muon reference and ``torch.optim.Muon``).
+JORDAN = NewtonSchulzTable("jordan", ((3.4445, -4.7750, 2.0315),))
+
+#: You Jiacheng's 5-step table (microsoft/dion ``zeropower_via_newtonschulz5``).
+YOU = NewtonSchulzTable(
+    "you",
+    (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ),
+)
+
+#: Polar Express 5-step table (Amsel et al. 2025; modded-nanogpt, dion), designed for ``X/(1.02‖X‖_F)``.
+POLAR_EXPRESS = NewtonSchulzTable(
+    "polar_express",
+    (
+        (8.156554524902461, -22.48329292557795, 15.878769915207462),
+        (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+        (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+        (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+        (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+    ),
+    norm_scale=1.02,
+)
+
+NAMED_TABLES: dict[str, NewtonSchulzTable] = {t.name: t for t in (JORDAN, YOU, POLAR_EXPRESS)}
+ORTHOGONALIZER_NAMES = (*NAMED_TABLES, "svd")
+
+
+def default_ns_dtype(device: torch.device) -> torch.dtype:
+    """The Newton–Schulz compute dtype for a device: bf16 on CUDA, fp32 elsewhere.
+
+    CPUs without bf16 matrix units run bf16 matmuls 20× slower than fp32, so the CPU default is fp32.
+    """
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _as_batch(X: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+    """View ``(..., m, n)`` as ``(B, m, n)``; returns the view and the original leading shape."""
+    lead = X.shape[:-2]
+    return X.reshape(-1, X.size(-2), X.size(-1)), lead
+
+
+def newton_schulz(
+    X: torch.Tensor,
+    table: NewtonSchulzTable = JORDAN,
+    steps: int = 5,
+    eps: float = 1e-7,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
+
+    Args:
+        X: one matrix or a stack of same-shape matrices.
+        table: coefficient schedule (and its input normalisation).
+        steps: number of iterations.
+        eps: added to the scaled Frobenius norm, so a zero input gives a zero output.
+        dtype: compute dtype; ``None`` picks :func:`default_ns_dtype` for ``X``'s device.
+
+    Returns:
+        A tensor of ``X``'s shape and dtype (computed in ``dtype``).
+    """
+    if X.ndim < 2:
+        raise ValueError(f"newton_schulz needs matrices (..., m, n), got shape {tuple(X.shape)}")
+    if X.numel() == 0:
+        return torch.zeros_like(X)
+    out_dtype = X.dtype
+    compute = dtype or default_ns_dtype(X.device)
+    batch, lead = _as_batch(X)
+    transposed = batch.size(-2) > batch.size(-1)
+    if transposed:
+        batch = batch.mT
+    norm = torch.linalg.matrix_norm(batch.float(), keepdim=True)
+    Y = (batch.float() / (norm * table.norm_scale + eps)).to(compute)
+    for a, b, c in table.schedule(steps):
+        A = torch.bmm(Y, Y.mT)
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+        Y = torch.baddbmm(Y, B, Y, beta=a, alpha=1.0)
+    if transposed:
+        Y = Y.mT
+    return Y.reshape(*lead, *Y.shape[-2:]).to(out_dtype)
+
+
+def exact_polar(X: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
+    """The exact polar factor ``U Vᵀ`` of each matrix, computed by SVD in float64.
+
+    Singular values at or below ``rtol·σ_max`` (default: machine precision of ``X``'s dtype times
+    ``max(m, n)``) are mapped to 0, the same limit Newton–Schulz has on rank-deficient input;
+    a zero matrix maps to zero.
+    """
+    if X.numel() == 0:
+        return torch.zeros_like(X)
+    X64 = X.to(torch.float64)
+    U, S, Vh = torch.linalg.svd(X64, full_matrices=False)
+    if rtol is None:
+        rtol = torch.finfo(X.dtype).eps * max(X.shape[-2:])
+    keep = rtol * S.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny) < S
+    return ((U * keep.unsqueeze(-2).to(U.dtype)) @ Vh).to(X.dtype)
+
+
+Orthogonalizer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_orthogonalizer(
+    spec: str | Sequence[Sequence[float]],
+    steps: int = 5,
+    eps: float = 1e-7,
+    dtype: torch.dtype | None = None,
+) -> Orthogonalizer:
+    """Build the function ``X (..., m, n) ↦ O`` named by ``spec``.
+
+    Args:
+        spec: ``"jordan"``, ``"you"``, ``"polar_express"``, ``"svd"`` (exact polar factor), or a
+            custom coefficient table: a sequence of ``(a, b, c)`` triples (normalisation ``‖X‖_F``).
+        steps: Newton–Schulz iterations (ignored for ``"svd"``).
+        eps: normalisation epsilon.
+        dtype: compute dtype (``None``: by device).
+    """
+    if isinstance(spec, str):
+        if spec == "svd":
+            return exact_polar
+        if spec not in NAMED_TABLES:
+            raise ValueError(
+                f"Invalid orthogonalizer: {spec!r}; expected one of {ORTHOGONALIZER_NAMES} or a list of (a, b, c) triples"
+            )
+        table = NAMED_TABLES[spec]
+    else:
+        table = custom_table(spec)
+
+    def orthogonalize(X: torch.Tensor) -> torch.Tensor:
+        return newton_schulz(X, table, steps=steps, eps=eps, dtype=dtype)
+
+    return orthogonalize
+
+
+def custom_table(rows: Sequence[Sequence[float]]) -> NewtonSchulzTable:
+    """Validate a user coefficient table (a non-empty sequence of finite ``(a, b, c)`` triples)."""
+    try:
+        coefficients = tuple((float(a), float(b), float(c)) for a, b, c in rows)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"Invalid orthogonalizer: {rows!r}; a custom table is a list of (a, b, c) triples"
+        ) from err
+    if not coefficients or not bool(torch.isfinite(torch.tensor(coefficients)).all()):
+        raise ValueError(
+            f"Invalid orthogonalizer: {rows!r}; a custom table needs at least one finite (a, b, c) triple"
+        )
+    return NewtonSchulzTable("custom", coefficients)
