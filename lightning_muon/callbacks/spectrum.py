@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_muon.callbacks._base import DiagnosticMonitor, _Entry, _Pending
-from lightning_muon.diagnostics.distributed import full_tensor
+from lightning_muon.diagnostics.distributed import full_tensor, full_tensor_like
 from lightning_muon.diagnostics.history import SOURCES, SpectrumRecord
 from lightning_muon.diagnostics.plotting import plot_metric_history, plot_spectra
 from lightning_muon.diagnostics.spectrum import spectrum_stats
@@ -157,7 +157,7 @@ class SpectrumMonitor(DiagnosticMonitor):
                 state = e.optimizer.state.get(e.param, {})
                 buf = next((state[k] for k in _MOMENTUM_KEYS if k in state), None)
                 if isinstance(buf, Tensor):
-                    out.append((source, full_tensor(buf.detach())))
+                    out.append((source, full_tensor_like(buf.detach(), e.param)))
                 else:
                     self._note(
                         "nomomentum",
@@ -171,7 +171,7 @@ class SpectrumMonitor(DiagnosticMonitor):
                 captured = getattr(e.optimizer, "captured_directions", None) or {}
                 d = captured.get(e.param)
                 if isinstance(d, Tensor):
-                    out.append((source, full_tensor(d.detach())))
+                    out.append((source, full_tensor_like(d.detach(), e.param)))
                 else:
                     self._note(
                         "nocapture",

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lightning_muon.diagnostics.rows import row_norms
 
-__all__ = ["full_tensor", "gathered_row_norms", "is_dtensor", "local_tensor"]
+__all__ = ["full_tensor", "full_tensor_like", "gathered_row_norms", "is_dtensor", "local_tensor"]
 
 try:  # torch >= 2.5 exposes DTensor publicly
     from torch.distributed.tensor import DTensor
@@ -44,6 +44,29 @@ def local_tensor(x: Tensor) -> Tensor:
 def full_tensor(x: Tensor) -> Tensor:
     """The whole tensor: ``DTensor.full_tensor()`` (a collective) or ``x`` itself."""
     return x.full_tensor() if is_dtensor(x) else x
+
+
+def full_tensor_like(x: Tensor, param: Tensor) -> Tensor:
+    """The whole of ``x``, a tensor that belongs to ``param`` (its state, its direction, …).
+
+    ``x`` may be a ``DTensor`` (gathered), a plain tensor with ``param``'s full number of
+    elements (returned as is), or a plain tensor holding the rows of ``param``'s local shard
+    (wrapped with ``param``'s mesh and placements and gathered: a collective).
+    """
+    if is_dtensor(x) or not is_dtensor(param) or x.numel() == param.numel():
+        return full_tensor(x)
+    local = param.to_local()
+    if x.numel() != local.numel():
+        return x
+    shard = DTensor.from_local(
+        x.reshape(local.shape),
+        param.device_mesh,
+        param.placements,
+        run_check=False,
+        shape=param.shape,
+        stride=param.stride(),
+    )
+    return shard.full_tensor()
 
 
 def _all_gather_uneven(local: Tensor, group: dist.ProcessGroup) -> Tensor:
