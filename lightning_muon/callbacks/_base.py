@@ -69,7 +69,8 @@ class DiagnosticMonitor(Callback):
             multiple of this.
         params: ``fnmatch`` glob(s) on parameter names (as in ``named_parameters()``, without
             ``torch.compile``/FSDP wrapper components). ``None``: the optimizer's ``"muon"``
-            branch, else all optimized matrices except embeddings and the output head.
+            branch, else the hidden matrices that branch would take (no embeddings, output head,
+            norms or biases).
         max_params: watch at most this many parameters (spread over depth); ``None``: no cap.
         max_history: keep records of this many most recent due steps in memory (``None``: all).
     """

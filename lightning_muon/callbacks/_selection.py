@@ -1,9 +1,10 @@
 """Which parameters a diagnostic callback watches.
 
 Default (no patterns): the optimizer's orthogonalized branch (param groups with
-``"branch": "muon"``) when it has one; otherwise every optimized parameter with at least two
-dimensions except embeddings and the output head (the last ``nn.Linear`` whose
-``out_features`` equals an embedding's vocabulary size). With patterns (``fnmatch`` globs on
+``"branch": "muon"``) when it has one; otherwise the optimized parameters that
+:func:`lightning_muon.param_groups` would route to that branch (hidden matrices: no embeddings,
+output head, norms or biases). Should routing fail, every optimized parameter with at least two
+dimensions except ``nn.Embedding`` weights. With patterns (``fnmatch`` globs on
 parameter names, e.g. ``"*.mlp.*"``): every matching optimized matrix. The result is capped at
 ``max_params`` parameters, spread evenly over the model's depth. Every choice that drops a
 parameter produces a message; nothing here raises on a bad pattern.
@@ -68,18 +69,20 @@ def _named_parameters(module: nn.Module) -> list[tuple[str, Tensor]]:
     return out
 
 
-def _excluded_by_default(module: nn.Module) -> set[int]:
-    """ids of embedding weights and of the output head."""
-    excluded: set[int] = set()
-    vocab: set[int] = set()
-    for m in module.modules():
-        if isinstance(m, nn.Embedding):
-            excluded.add(id(m.weight))
-            vocab.add(m.num_embeddings)
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if linears and linears[-1].out_features in vocab:
-        excluded.add(id(linears[-1].weight))
-    return excluded
+def _routed_matrices(module: nn.Module, messages: list[str], owner: str) -> set[int]:
+    """ids of the parameters the Muon-family routing sends to the orthogonal branch."""
+    from lightning_muon.optim.routing import route_parameters
+
+    try:
+        groups, _ = route_parameters(module)
+    except (TypeError, ValueError) as err:
+        messages.append(
+            f"{owner}: could not route the model's parameters ({err}); watching every matrix "
+            "except nn.Embedding weights"
+        )
+        embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+        return {id(p) for p in module.parameters() if p.ndim >= 2 and id(p) not in embeddings}
+    return {id(p) for g in groups if g["branch"] == "muon" for p in g["params"]}
 
 
 def _preview(names: Sequence[str], limit: int = 10) -> str:
@@ -133,13 +136,9 @@ def select_parameters(
             candidates = [(n, p) for n, p in named if id(p) in routed]
             how = "the optimizer's 'muon' branch"
         else:
-            excluded = _excluded_by_default(module)
-            candidates = [
-                (n, p)
-                for n, p in named
-                if id(p) in optimized and p.ndim >= 2 and id(p) not in excluded
-            ]
-            how = "optimized matrices without embeddings and output head"
+            hidden = _routed_matrices(module, sel.infos, owner)
+            candidates = [(n, p) for n, p in named if id(p) in optimized and id(p) in hidden]
+            how = "optimized hidden matrices (no embeddings, output head, norms, biases)"
         skipped = [n for n, p in candidates if p.ndim < 2]
         candidates = [(n, p) for n, p in candidates if p.ndim >= 2]
         if skipped:

@@ -65,7 +65,8 @@ class SpectrumMonitor(DiagnosticMonitor):
     Args:
         every_n_steps: measure when ``trainer.global_step`` after the step is a multiple of this.
         params: ``fnmatch`` glob(s) on parameter names; ``None`` for the optimizer's ``"muon"``
-            branch, else all optimized matrices except embeddings and the output head.
+            branch, else the hidden matrices that branch would take (no embeddings, output head,
+            norms or biases).
         max_params: watch at most this many parameters, spread over depth (``None``: no cap).
         sources: which of ``update, momentum, direction, weight`` to decompose.
         top_k: number of largest singular values logged as ``sigma_1 … sigma_k``.

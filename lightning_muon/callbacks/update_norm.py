@@ -45,7 +45,8 @@ class UpdateNormMonitor(DiagnosticMonitor):
     Args:
         every_n_steps: measure when ``trainer.global_step`` after the step is a multiple of this.
         params: ``fnmatch`` glob(s) on parameter names; ``None`` for the optimizer's ``"muon"``
-            branch, else all optimized matrices except embeddings and the output head.
+            branch, else the hidden matrices that branch would take (no embeddings, output head,
+            norms or biases).
         max_params: watch at most this many parameters, spread over depth (``None``: no cap).
         log_histograms: send the row norms as a histogram to loggers that support it.
         max_history: keep this many most recent due steps in :attr:`records` (``None``: all).
