@@ -241,8 +241,9 @@ class MuonFamilyOptimizer(Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support complex gradients: {self._name_of(p)}"
                     )
-                params.append(p)
-                grads.append(_local(p.grad))
+                if _local(p.grad).numel():
+                    params.append(p)
+                    grads.append(_local(p.grad))
         if not grads:
             return True
         finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)))
