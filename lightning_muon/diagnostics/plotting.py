@@ -223,7 +223,7 @@ def compare_runs(
     param: str | None = None,
     step: int | None = None,
     normalize: bool = True,
-    momentum: bool = True,
+    momentum: bool | str = True,
     layout: Literal["overlay", "columns"] = "overlay",
 ) -> Figure:
     """Two or more finished runs side by side, as in the NorMuon paper's Figure 1.
@@ -238,7 +238,9 @@ def compare_runs(
         param: parameter to compare (default: the first one recorded by every run).
         step: latest step ``<= step`` in each run (default: each run's latest).
         normalize: singular values divided by ``σ_1``, norms by their mean.
-        momentum: also draw the raw momentum spectrum (dashed).
+        momentum: also draw a raw momentum spectrum (dashed): ``True`` takes it from the first
+            run that recorded one (``"columns"``: from every run), a run label from that run,
+            ``False`` draws none.
         layout: ``"overlay"`` (two panels, one curve per run) or ``"columns"`` (one column per
             run, shared y axes).
 
@@ -284,14 +286,20 @@ def compare_runs(
         grid = fig.subplots(2, n, sharey="row", squeeze=False)
         spec_axes, norm_axes = list(grid[0]), list(grid[1])
 
-    momentum_drawn = not momentum
+    if isinstance(momentum, str) and momentum not in recs:
+        raise ValueError(f"momentum={momentum!r} is not one of the runs {list(recs)}")
+    momentum_drawn = momentum is False
     for (label, rs), ax_s, ax_n in zip(recs.items(), spec_axes, norm_axes, strict=True):
         mine = [r for r in rs if r.param == param]
         spec = _at_step([r for r in mine if isinstance(r, SpectrumRecord)], step)
         for rec in spec:
             if rec.source == "update":
                 _draw_spectrum(ax_s, rec, label, normalize, "-")
-            elif rec.source == "momentum" and not momentum_drawn:
+            elif (
+                rec.source == "momentum"
+                and not momentum_drawn
+                and (not isinstance(momentum, str) or momentum == label)
+            ):
                 _draw_spectrum(ax_s, rec, f"momentum ({label})", normalize, "--")
                 momentum_drawn = layout == "overlay"
         norms = _at_step([r for r in mine if isinstance(r, UpdateNormRecord)], step)

@@ -77,6 +77,13 @@ def test_compare_runs_layouts() -> None:
     assert len(norms.get_lines()) == 3
     assert [t.get_text().split(" (")[0] for t in norms.get_legend().get_texts()] == list(runs)
     assert _renders(fig)
+    fig = compare_runs(runs, momentum="Muon")
+    assert [t.get_text().split(" (")[0] for t in fig.axes[0].get_legend().get_texts()] == [
+        "AdamW",
+        "Muon",
+        "momentum",
+        "NorMuon",
+    ]
     fig = compare_runs(runs, layout="columns", momentum=False)
     assert len(fig.axes) == 6 and fig.axes[0].get_title() == "AdamW" and _renders(fig)
 
@@ -88,6 +95,8 @@ def test_compare_runs_errors() -> None:
         compare_runs({"x": _run(0), "y": _run(1)}, param="zzz")
     with pytest.raises(ValueError, match="no parameter was recorded by every run"):
         compare_runs({"x": _run(0, params=("a.w",)), "y": _run(1, params=("b.w",))})
+    with pytest.raises(ValueError, match="momentum='z' is not one of the runs"):
+        compare_runs({"x": _run(0), "y": _run(1)}, momentum="z")
     with pytest.raises(ValueError, match="layout must be"):
         compare_runs({"x": _run(0), "y": _run(1)}, layout="grid")  # type: ignore[arg-type]
 
