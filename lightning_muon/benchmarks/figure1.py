@@ -1,8 +1,8 @@
 """The NorMuon paper's Figure 1 on the quick-start model: update spectra and per-neuron norms.
 
 Trains the quick-start ``GPTLanguageModel`` on the stdlib byte corpus with AdamW, Muon and
-NorMuon (same seed, same data order, each optimizer's default learning rate) for ``--steps``
-steps. ``UpdateNormMonitor`` and ``SpectrumMonitor`` watch every hidden matrix at the middle and
+NorMuon (same seed and data order; the quick-start recipe's schedule: cosine with 20 warmup
+steps; learning rates ``--lr-adamw``, ``--lr-muon``, ``--lr-normuon``) for ``--steps`` steps. ``UpdateNormMonitor`` and ``SpectrumMonitor`` watch every hidden matrix at the middle and
 the end of the run. The figure shows, for the MLP up-projection (``mlp.fc_2``) of the middle
 block at the middle of the run: (a) the singular values of each optimizer's update ``ΔW`` and of
 the raw momentum (the Muon run's), (b) the per-neuron update norms. The numbers are the update
@@ -56,7 +56,14 @@ def train(label: str, args: argparse.Namespace, data: pl.LightningDataModule) ->
         every_n_steps=every, max_params=None, sources=["update", "momentum"], log_images=False
     )
     last = LastLoss()
-    model = quickstart_model(RUNS[label], n_layer=args.n_layer, n_embd=args.n_embd)
+    model = quickstart_model(
+        RUNS[label],
+        n_layer=args.n_layer,
+        n_embd=args.n_embd,
+        lr=getattr(args, f"lr_{RUNS[label]}"),
+        lr_schedule="cosine",
+        warmup_steps=min(20, args.steps // 10),
+    )
     quiet_trainer(args.steps, [norms, spectra, last]).fit(model, datamodule=data)
     return {"norms": norms, "spectra": spectra, "loss": last.loss}
 
@@ -90,6 +97,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--max-bytes", type=int, default=4_000_000)
+    p.add_argument("--lr-adamw", type=float, default=3e-3)
+    p.add_argument("--lr-muon", type=float, default=0.02)
+    p.add_argument("--lr-normuon", type=float, default=0.02, help="the quick-start recipe's lr")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
