@@ -38,3 +38,44 @@ def test_lightning_cli_callbacks_append(
     assert {(r.step, r.source) for r in spectra[0].records} == {(2, "update"), (2, "momentum")}
     saved = next(tmp_path.rglob("config.yaml")).read_text()
     assert "lightning_muon.callbacks.UpdateNormMonitor" in saved
+
+
+def test_lightning_muon_command_with_monitors(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product's own command: the monitors' keys land in its metrics.csv."""
+    pytest.importorskip("litgpt")
+    import csv
+
+    from lightning_muon.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lightning-muon"])
+    main(
+        [
+            "fit",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.log_every_n_steps=1",
+            "--model.n_layer=1",
+            "--model.n_head=2",
+            "--model.n_embd=32",
+            "--model.block_size=32",
+            "--model.optimizer=muon",
+            "--data.block_size=32",
+            "--data.batch_size=4",
+            "--data.max_bytes=100000",
+            "--trainer.callbacks+=lightning_muon.callbacks.UpdateNormMonitor",
+            "--trainer.callbacks.every_n_steps=2",
+            "--trainer.callbacks+=lightning_muon.callbacks.SpectrumMonitor",
+            "--trainer.callbacks.every_n_steps=2",
+            "--trainer.callbacks.sources=[direction]",
+        ]
+    )
+    (path,) = tmp_path.rglob("metrics.csv")
+    with open(path) as f:
+        columns = set(next(csv.reader(f)))
+    param = "model.transformer.h.0.mlp.fc_2.weight"
+    assert f"update_norm/{param}/row_cv" in columns
+    assert f"spectrum/direction/{param}/orthogonality_error" in columns
