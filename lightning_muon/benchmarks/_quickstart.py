@@ -31,10 +31,12 @@ def quickstart_data(
     return data
 
 
-def quiet_trainer(max_steps: int, callbacks: Sequence[pl.Callback], **kwargs: Any) -> pl.Trainer:
-    """A CPU Trainer without logger, checkpoints, progress bar or validation."""
+def quiet_trainer(
+    max_steps: int, callbacks: Sequence[pl.Callback], accelerator: str = "cpu", **kwargs: Any
+) -> pl.Trainer:
+    """A one-device Trainer without logger, checkpoints, progress bar or validation."""
     return pl.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_steps=max_steps,
         logger=False,

@@ -6,7 +6,8 @@ steps, spectra every 100), for ``--rounds`` interleaved rounds (the order flips 
 Each run times every training batch (``on_train_batch_start`` → ``on_train_batch_end``, so it
 includes the callbacks' work) after ``--warmup`` batches, on the process CPU clock
 (``--clock cpu``, default: insensitive to other processes competing for the cores) or the wall
-clock. Reported:
+clock (``--clock wall``; the only meaningful one with ``--accelerator gpu``, where work is
+asynchronous: batches are then synchronized before timing). Reported:
 
 * ``overhead``: median over rounds of ``time_with / time_without`` − 1 (summed batch times);
 * ``attributable overhead``: the extra time of the due steps (below), summed, over the median
@@ -49,10 +50,17 @@ class BatchTimer(pl.Callback):
         self._start = 0.0
 
     def on_train_batch_start(self, *args: Any) -> None:
+        _synchronize()
         self._start = self.clock()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        _synchronize()
         self.times[trainer.global_step] = self.clock() - self._start
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _run(
@@ -64,7 +72,7 @@ def _run(
     if monitored:  # the timer runs last, so a batch's time includes the monitors' work
         callbacks = [UpdateNormMonitor(), SpectrumMonitor(log_images=False), timer]
     model = quickstart_model(args.optimizer, n_layer=args.n_layer, n_embd=args.n_embd)
-    quiet_trainer(args.steps, callbacks).fit(model, datamodule=data)
+    quiet_trainer(args.steps, callbacks, accelerator=args.accelerator).fit(model, datamodule=data)
     return {s: t for s, t in timer.times.items() if s > args.warmup}
 
 
@@ -129,6 +137,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-bytes", type=int, default=4_000_000, help="corpus size cap")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady)")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="CPU or wall time")
+    p.add_argument(
+        "--accelerator", default="cpu", help="Lightning accelerator (use --clock wall on gpu)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the summary to this file")
     p.add_argument("--quiet", action="store_true")
