@@ -96,7 +96,7 @@ class SpectrumMonitor(DiagnosticMonitor):
         log_images: bool = True,
         image_every_n_steps: int | None = None,
         compute_dtype: str = "float32",
-        max_history: int | None = 1000,
+        max_history: int | None = 100,
     ) -> None:
         super().__init__(every_n_steps, params, max_params, max_history)
         if isinstance(sources, str):

@@ -67,7 +67,7 @@ class UpdateNormMonitor(DiagnosticMonitor):
         params: str | list[str] | None = None,
         max_params: int | None = 8,
         log_histograms: bool = True,
-        max_history: int | None = 1000,
+        max_history: int | None = 100,
     ) -> None:
         super().__init__(every_n_steps, params, max_params, max_history)
         self.log_histograms = log_histograms
