@@ -68,8 +68,11 @@ class FullWeights(pl.Callback):
 def main(out: str) -> None:
     torch.set_num_threads(1)
     oracle = FullWeights()
-    updates = UpdateNormMonitor(every_n_steps=2)
-    spectra = SpectrumMonitor(every_n_steps=2, sources=["update", "momentum", "weight"])
+    # fc2 is this toy model's output layer, which the default selection leaves out
+    updates = UpdateNormMonitor(every_n_steps=2, params="fc*")
+    spectra = SpectrumMonitor(
+        every_n_steps=2, params="fc*", sources=["update", "momentum", "weight"]
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
