@@ -100,7 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-adamw", type=float, default=3e-3)
     p.add_argument("--lr-muon", type=float, default=0.02)
     p.add_argument("--lr-normuon", type=float, default=0.02, help="the quick-start recipe's lr")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out", default="docs/img/figure1.png", help="figure path (.json written beside)"
