@@ -86,23 +86,33 @@ def _empty(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _draw_row_norms(ax: Axes, rec: UpdateNormRecord, label: str, normalize: bool) -> None:
+def _draw_row_norms(
+    ax: Axes, rec: UpdateNormRecord, label: str, normalize: bool, color: str | None = None
+) -> None:
     r = rec.row_norms[rec.row_norms.isfinite()].double()
     mean = r.mean().item() if r.numel() else float("nan")
     y = r.sort(descending=True).values
     if normalize and mean > 0:
         y = y / mean
-    ax.plot(range(1, y.numel() + 1), y.numpy(), label=f"{label} (cv {rec.stats.rows.cv:.3f})")
+    cv = rec.stats.rows.cv
+    ax.plot(range(1, y.numel() + 1), y.numpy(), color=color, label=f"{label} (cv {cv:.3f})")
 
 
-def _draw_spectrum(ax: Axes, rec: SpectrumRecord, label: str, normalize: bool, style: str) -> None:
+def _draw_spectrum(
+    ax: Axes,
+    rec: SpectrumRecord,
+    label: str,
+    normalize: bool,
+    style: str,
+    color: str | None = None,
+) -> None:
     s = rec.singular_values.double()
     if s.numel() == 0:
         return
     if normalize and s[0] > 0:
         s = s / s[0]
     cond = rec.stats.condition_number
-    ax.plot(range(1, s.numel() + 1), s.numpy(), style, label=f"{label} (κ {cond:.3g})")
+    ax.plot(range(1, s.numel() + 1), s.numpy(), style, color=color, label=f"{label} (κ {cond:.3g})")
 
 
 def plot_row_norms(
@@ -289,22 +299,25 @@ def compare_runs(
     if isinstance(momentum, str) and momentum not in recs:
         raise ValueError(f"momentum={momentum!r} is not one of the runs {list(recs)}")
     momentum_drawn = momentum is False
-    for (label, rs), ax_s, ax_n in zip(recs.items(), spec_axes, norm_axes, strict=True):
+    for i, ((label, rs), ax_s, ax_n) in enumerate(
+        zip(recs.items(), spec_axes, norm_axes, strict=True)
+    ):
+        color = f"C{i}"  # one colour per run in both panels; the momentum is grey
         mine = [r for r in rs if r.param == param]
         spec = _at_step([r for r in mine if isinstance(r, SpectrumRecord)], step)
         for rec in spec:
             if rec.source == "update":
-                _draw_spectrum(ax_s, rec, label, normalize, "-")
+                _draw_spectrum(ax_s, rec, label, normalize, "-", color)
             elif (
                 rec.source == "momentum"
                 and not momentum_drawn
                 and (not isinstance(momentum, str) or momentum == label)
             ):
-                _draw_spectrum(ax_s, rec, f"momentum ({label})", normalize, "--")
+                _draw_spectrum(ax_s, rec, f"momentum ({label})", normalize, "--", "0.45")
                 momentum_drawn = layout == "overlay"
         norms = _at_step([r for r in mine if isinstance(r, UpdateNormRecord)], step)
         if norms:
-            _draw_row_norms(ax_n, norms[0], label, normalize)
+            _draw_row_norms(ax_n, norms[0], label, normalize, color)
         if layout == "columns":
             ax_s.set_title(label, fontsize=10)
     for ax in dict.fromkeys(spec_axes):

@@ -76,6 +76,11 @@ def test_compare_runs_layouts() -> None:
     assert len(spec.get_lines()) == 4  # three updates + one raw momentum
     assert len(norms.get_lines()) == 3
     assert [t.get_text().split(" (")[0] for t in norms.get_legend().get_texts()] == list(runs)
+    colors = {line.get_label().split(" (")[0]: line.get_color() for line in spec.get_lines()}
+    assert colors == {
+        **{line.get_label().split(" (")[0]: line.get_color() for line in norms.get_lines()},
+        "momentum": "0.45",
+    }
     assert _renders(fig)
     fig = compare_runs(runs, momentum="Muon")
     assert [t.get_text().split(" (")[0] for t in fig.axes[0].get_legend().get_texts()] == [
