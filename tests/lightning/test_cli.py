@@ -12,7 +12,6 @@ import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
-from tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches
 from torch import nn
 
 import lightning_muon as lm
@@ -20,6 +19,7 @@ from lightning_muon.cli import MuonLightningCLI, check_strategy, main
 from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning import OptimizerConfigError, StaleParametersError, WarmupCosineLR
 from lightning_muon.lightning.gpt import GPTLanguageModel
+from tests.lightning.tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import MixedPrecision
-from tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches, trainer_kwargs
 from torch import nn
 
 import lightning_muon as lm
@@ -27,6 +26,14 @@ from lightning_muon.lightning import (
     check_live_parameters,
 )
 from lightning_muon.lightning.gpt import GPTLanguageModel
+from tests.lightning.tiny_setup import (
+    ADAMW_NAMES,
+    MUON_NAMES,
+    TINY_DATA,
+    TINY_MODEL,
+    branches,
+    trainer_kwargs,
+)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
