@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.optim import Optimizer
@@ -36,7 +36,7 @@ from ..core.orthogonalize import (
 )
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
-from .routing import route_parameters
+from .routing import _reject_fsdp1, route_parameters
 from .tensors import local as _local
 from .validation import (
     check_betas,
@@ -48,6 +48,7 @@ from .validation import (
 )
 
 NONFINITE_MODES = ("raise", "skip")
+_UNRESOLVED = object()
 NS_DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -105,6 +106,10 @@ class MuonFamilyOptimizer(Optimizer):
         if vocab_size is not None:
             check_int("vocab_size", vocab_size, 1, 1 << 40)
         groups, self.routing = route_parameters(params, vocab_size)
+        # FSDP1 marks its flat parameters and (use_orig_params=True) the 1-D views into them; plain
+        # tensors (litgpt, LightningCLI pass model.parameters()) carry no module names to route by.
+        if any(getattr(p, "_fsdp_flattened", False) for g in groups for p in g["params"]):
+            _reject_fsdp1(["_flat_param"])
         if not any(g["branch"] == "muon" for g in groups):
             raise ValueError(
                 f"{type(self).__name__} got no matrix parameters for its orthogonal branch (all {len(self.routing)} "
@@ -246,13 +251,13 @@ class MuonFamilyOptimizer(Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support complex gradients: {self._name_of(p)}"
                     )
-                if _local(p.grad).numel():
-                    params.append(p)
-                    grads.append(_local(p.grad))
-        if not grads:
-            return True
-        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)))
-        if bool(finite.all()):
+                params.append(p)
+                grads.append(_local(p.grad))
+        finite = _finite_flags(grads) if grads else None
+        engine = self._engine()
+        if engine is not None:  # every rank must take the same decision
+            finite = engine.reduce_finite(params, finite)
+        if finite is None or bool(finite.all()):
             return True
         bad = [self._name_of(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok]
         if self.nonfinite == "skip":
@@ -304,7 +309,27 @@ class MuonFamilyOptimizer(Optimizer):
             state.update(self._init_matrix_state(p, shape, group))
         return state
 
+    def _engine(self) -> Any:
+        """The distributed engine (:mod:`lightning_muon.distributed`), or ``None`` in one process.
+
+        Resolved at the first step (the process group may be set up after construction) and
+        cached; :func:`lightning_muon.distributed.configure` replaces it.
+        """
+        engine = self.__dict__.get("_distributed_engine", _UNRESOLVED)
+        if engine is _UNRESOLVED:
+            engine = None
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                from ..distributed.engine import engine_for
+
+                engine = engine_for(self)
+            self._distributed_engine = engine
+        return engine
+
     def _matrix_group_step(self, group: dict[str, Any]) -> None:
+        engine = self._engine()
+        if engine is not None:
+            engine.group_step(group)
+            return
         for shape, plist in self._buckets(group):
             if shape[0] * shape[1] == 0:
                 continue
@@ -322,32 +347,61 @@ class MuonFamilyOptimizer(Optimizer):
         orthogonalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The stacked update ``U (N, m, n)`` of one bucket; writes the new state back."""
-        m, n = shape
+        work = self._bucket_begin(plist, states, group)
+        O = (orthogonalize or (lambda x: self._orthogonalize(x, group)))(work.X)
+        return self._bucket_finish(work, O, group, shape, matrix_sum)
+
+    def _bucket_begin(
+        self, plist: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+    ) -> BucketWork:
+        """First half of :meth:`_bucket_update`: stack gradients and state, return the orthogonalizer input.
+
+        Works on the local rows only (a shard of a sharded parameter, possibly zero rows); the
+        distributed layer orthogonalizes ``work.X`` elsewhere and hands ``O`` to :meth:`_bucket_finish`.
+        """
         local_rows = _local(plist[0]).shape[0]
-        G = torch.stack([_local(p.grad).reshape(local_rows, -1) for p in plist]).to(
+        G = torch.stack([_as_rows(_local(p.grad), local_rows) for p in plist]).to(
             state_dtype(plist[0])
         )
         keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
         S = {k: torch.stack([_as_rows(_local(s[k]), local_rows) for s in states]) for k in keys}
         S["step"] += 1
         S["step"] = S["step"].view(-1, 1, 1)
-        X = self._direction(G, S, group)
-        O = (orthogonalize or (lambda x: self._orthogonalize(x, group)))(X)
+        return BucketWork(plist, states, keys, S, self._direction(G, S, group))
+
+    def _bucket_finish(
+        self,
+        work: BucketWork,
+        O: torch.Tensor,
+        group: dict[str, Any],
+        shape: tuple[int, int],
+        matrix_sum: MatrixSum,
+    ) -> torch.Tensor:
+        """Second half of :meth:`_bucket_update`: capture, finalize ``O`` into ``U``, write the state back."""
         if self._capture:
-            for i, p in enumerate(plist):
+            for i, p in enumerate(work.plist):
                 if id(p) in self._capture:
                     self.captured_directions[p] = O[i].detach().float().clone()
-        U = self._finalize(O, S, group, (m, n), matrix_sum)
-        for k in keys:
+        U = self._finalize(O, work.S, group, shape, matrix_sum)
+        for k in work.keys:
             torch._foreach_copy_(
-                [_local(s[k]) for s in states],
-                [v.view_as(_local(s[k])) for v, s in zip(S[k].unbind(0), states, strict=True)],
+                [_local(s[k]) for s in work.states],
+                [
+                    v.view_as(_local(s[k]))
+                    for v, s in zip(work.S[k].unbind(0), work.states, strict=True)
+                ],
             )
         return U
 
     def _apply(self, plist: list[torch.Tensor], U: torch.Tensor, group: dict[str, Any]) -> None:
-        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``."""
+        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``.
+
+        ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
+        state by stepping with zero gradients and ``lr = 0``).
+        """
         lr, wd = group["lr"], group["weight_decay"]
+        if lr == 0:
+            return
         local = [_local(p) for p in plist]
         if wd:
             torch._foreach_mul_(local, 1.0 - lr * wd)
@@ -415,6 +469,18 @@ class MuonFamilyOptimizer(Optimizer):
         self.__dict__.setdefault("nonfinite", "raise")
 
 
+def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
+    """``isfinite`` of each gradient as a bool vector (an empty shard is finite)."""
+    if all(g.numel() for g in grads):
+        return torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)))
+    flags = torch.ones(len(grads), dtype=torch.bool, device=grads[0].device)
+    full = [i for i, g in enumerate(grads) if g.numel()]
+    if full:
+        norms = torch._foreach_norm([grads[i] for i in full], math.inf)
+        flags[full] = torch.isfinite(torch.stack(norms))
+    return flags
+
+
 def _numel_expected(key: str, p: torch.Tensor) -> int:
     """Elements a state tensor should have: the parameter's, or one per row for row statistics."""
     if key.startswith("row_"):
@@ -423,5 +489,17 @@ def _numel_expected(key: str, p: torch.Tensor) -> int:
 
 
 def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """View a state tensor as ``(rows, -1)`` (scalars stay scalars)."""
-    return t.reshape(rows, -1) if t.ndim else t
+    """View a tensor as ``(rows, -1)`` (scalars stay scalars; an empty shard keeps its column count)."""
+    if not t.ndim:
+        return t
+    return t.reshape(rows, -1) if rows else t.reshape(0, math.prod(t.shape[1:]))
+
+
+class BucketWork(NamedTuple):
+    """A bucket between :meth:`MuonFamilyOptimizer._bucket_begin` and ``_bucket_finish``."""
+
+    plist: list[torch.Tensor]
+    states: list[dict[str, Any]]
+    keys: list[str]
+    S: dict[str, torch.Tensor]
+    X: torch.Tensor
