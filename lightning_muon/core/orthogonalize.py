@@ -107,6 +107,12 @@ def newton_schulz(
 ) -> torch.Tensor:
     """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
 
+    Each step is computed as ``X ← P X`` with ``P = a I + b A + c A²`` (two matrix products that
+    form ``P`` on the short side and one that applies it), which is the update above with ``a X``
+    folded into ``P``'s diagonal: no elementwise pass over the ``m × n`` iterate. The iterates
+    ping-pong between two preallocated buffers, so the scratch memory is ``2mn + 2m²`` elements
+    per matrix (``m ≤ n``), allocated once per call.
+
     Args:
         X: one matrix or a stack of same-shape matrices.
         table: coefficient schedule (and its input normalisation).
@@ -124,15 +130,24 @@ def newton_schulz(
     out_dtype = X.dtype
     compute = dtype or default_ns_dtype(X.device)
     batch, lead = _as_batch(X)
+    # ‖X‖_F is transpose invariant: take it on the stored layout, in fp32 without a copy.
+    norm = torch.linalg.vector_norm(batch, dim=(-2, -1), keepdim=True, dtype=torch.float32)
     transposed = batch.size(-2) > batch.size(-1)
     if transposed:
         batch = batch.mT
-    norm = torch.linalg.matrix_norm(batch.float(), keepdim=True)
-    Y = (batch.float() / (norm * table.norm_scale + eps)).to(compute)
+    count, m, n = batch.shape
+    Y = torch.empty((count, m, n), dtype=compute, device=X.device)
+    torch.div(batch, norm * table.norm_scale + eps, out=Y)
+    spare = torch.empty_like(Y)
+    A = torch.empty((count, m, m), dtype=compute, device=X.device)
+    P = torch.empty_like(A)
+    diagonal = P.diagonal(dim1=-2, dim2=-1)
     for a, b, c in table.schedule(steps):
-        A = torch.bmm(Y, Y.mT)
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        Y = torch.baddbmm(Y, B, Y, beta=a, alpha=1.0)
+        torch.bmm(Y, Y.mT, out=A)
+        torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
+        diagonal.add_(a)
+        torch.bmm(P, Y, out=spare)
+        Y, spare = spare, Y
     if transposed:
         Y = Y.mT
     return Y.reshape(*lead, *Y.shape[-2:]).to(out_dtype)
