@@ -130,8 +130,10 @@ def newton_schulz(
     out_dtype = X.dtype
     compute = dtype or default_ns_dtype(X.device)
     batch, lead = _as_batch(X)
-    # ‖X‖_F is transpose invariant: take it on the stored layout, in fp32 without a copy.
-    norm = torch.linalg.vector_norm(batch, dim=(-2, -1), keepdim=True, dtype=torch.float32)
+    # ‖X‖_F is transpose invariant: take it on the stored layout, in (at least) fp32, without a
+    # copy; the division below happens in that precision too, before the cast to ``compute``.
+    wide = torch.promote_types(batch.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(batch, dim=(-2, -1), keepdim=True, dtype=wide)
     transposed = batch.size(-2) > batch.size(-1)
     if transposed:
         batch = batch.mT

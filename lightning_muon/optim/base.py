@@ -246,8 +246,9 @@ class MuonFamilyOptimizer(Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support complex gradients: {self._name_of(p)}"
                     )
-                params.append(p)
-                grads.append(_local(p.grad))
+                if _local(p.grad).numel():
+                    params.append(p)
+                    grads.append(_local(p.grad))
         if not grads:
             return True
         # Screen with the 2-norm (one fused read of every gradient; the inf-norm is ~20x slower on
