@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from ..optim.registry import OPTIMIZERS
 from .machine import synchronizer
 from .reference import ReferenceMuon
 from .shapes import Shape, ShapeSet
+from .timing import timed
 
 #: AdamW hyperparameters shared by ``adamw_branch`` and ``adamw_fused_aux`` (Muon's defaults: lr 0.02·0.015).
 AUX_ADAMW = {"lr": 0.02 * 0.015, "betas": (0.9, 0.95), "eps": 1e-10, "weight_decay": 0.0}
@@ -60,6 +60,8 @@ class Candidate:
         params: the parameters it updates (for state accounting).
         optimizer: the optimizer, if any.
         ns_dtype: the Newton–Schulz compute dtype (the matmul rate it is compared with).
+        ns_forms: whether its Newton–Schulz uses our forms (direct/Gram by shape and dtype) or
+            always the direct form (``torch.optim.Muon``, the reference loop).
     """
 
     name: str
@@ -69,14 +71,12 @@ class Candidate:
     params: list[torch.Tensor] = field(default_factory=list)
     optimizer: torch.optim.Optimizer | None = None
     ns_dtype: torch.dtype | None = None
+    clock: str = "wall"
+    ours: bool = True
 
     def run(self) -> float:
-        """One step; wall seconds, synchronised on accelerators."""
-        self.sync()
-        start = time.perf_counter()
-        self.step()
-        self.sync()
-        return time.perf_counter() - start
+        """One step; seconds on ``clock``, synchronised on accelerators."""
+        return timed(self.step, self.sync, self.clock)
 
 
 def other_ns_dtype(device: torch.device) -> torch.dtype:
@@ -151,7 +151,11 @@ class Lineup:
 
 
 def build_candidates(
-    shape_set: ShapeSet, names: Sequence[str], device: torch.device, seed: int = 0
+    shape_set: ShapeSet,
+    names: Sequence[str],
+    device: torch.device,
+    seed: int = 0,
+    clock: str = "wall",
 ) -> Lineup:
     """Build the named candidates over ``shape_set`` on ``device`` (unknown names raise ``ValueError``)."""
     valid = candidate_names(device)
@@ -177,11 +181,13 @@ def build_candidates(
             ps = hidden.parameters()
             opt = torch.optim.Muon(ps, lr=0.02, momentum=0.95, nesterov=True)
             out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, torch.bfloat16)
+            out[name].ours = False
         elif name == "reference_muon":
             ps = hidden.parameters()
             out[name] = _optimizer_candidate(
                 name, "orthogonal", ReferenceMuon(ps), ps, sync, torch.float32
             )
+            out[name].ours = False
         elif name in ("adamw_foreach", "adamw_fused"):
             ps = hidden.parameters()
             flag = {"fused": True} if name == "adamw_fused" else {"foreach": True}
@@ -199,4 +205,6 @@ def build_candidates(
             ps = aux.parameters()
             opt = torch.optim.AdamW(ps, **AUX_ADAMW, fused=True)
             out[name] = _optimizer_candidate(name, "aux", opt, ps, sync, None)
+    for cand in out.values():
+        cand.clock = clock
     return Lineup(out, hidden, aux)

@@ -9,6 +9,8 @@ the same rounds as the candidates, so a loaded or throttled machine lowers both 
 
 Example:
     >>> import torch
+
+from .timing import timed
     >>> probe = matmul_probe(torch.device("cpu"), torch.float32, rows=64, cols=256)
     >>> seconds = probe.run()
     >>> probe.work > 0 and seconds > 0
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .timing import timed
 
 
 @dataclass
@@ -36,14 +39,11 @@ class Probe:
     work: float
     fn: Callable[[], Any]
     sync: Callable[[], None]
+    clock: str = "wall"
 
     def run(self) -> float:
-        """Execute once and return the wall time in seconds (synchronised on accelerators)."""
-        self.sync()
-        start = time.perf_counter()
-        self.fn()
-        self.sync()
-        return time.perf_counter() - start
+        """Execute once; seconds on ``clock`` (synchronised on accelerators)."""
+        return timed(self.fn, self.sync, self.clock)
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -54,7 +54,11 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def matmul_probe(
-    device: torch.device, dtype: torch.dtype, rows: int = 768, cols: int = 3072
+    device: torch.device,
+    dtype: torch.dtype,
+    rows: int = 768,
+    cols: int = 3072,
+    clock: str = "wall",
 ) -> Probe:
     """``X Xᵀ`` with ``X`` of shape ``(rows, cols)`` in ``dtype``; work in FLOPs."""
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -67,15 +71,16 @@ def matmul_probe(
         2.0 * rows * rows * cols,
         lambda: torch.mm(X, X.mT, out=out),
         synchronizer(device),
+        clock,
     )
 
 
-def copy_probe(device: torch.device, mebibytes: int = 64) -> Probe:
+def copy_probe(device: torch.device, mebibytes: int = 64, clock: str = "wall") -> Probe:
     """``dst.copy_(src)`` of ``mebibytes`` MiB of fp32; work in bytes moved (read + write)."""
     numel = mebibytes * (1 << 20) // 4
     src = torch.ones(numel, device=device)
     dst = torch.empty_like(src)
-    return Probe("copy", "B", 2.0 * numel * 4, lambda: dst.copy_(src), synchronizer(device))
+    return Probe("copy", "B", 2.0 * numel * 4, lambda: dst.copy_(src), synchronizer(device), clock)
 
 
 def cpu_flags() -> list[str]:

@@ -27,7 +27,8 @@ def _machine(result: dict[str, Any]) -> list[str]:
         f"- command: `{result.get('command', 'python -m lightning_muon.benchmarks.step_speed')}`",
         f"- machine: {m['cpu']} ({m['cpu_count']} cores; flags {', '.join(m['cpu_flags']) or 'n/a'}),"
         f" device `{m['device']}`{', ' + m['gpu'] if 'gpu' in m else ''}",
-        f"- torch {m['torch']}, {c['threads']} thread(s), {c['rounds']} interleaved rounds after"
+        f"- torch {m['torch']}, {c['threads']} thread(s), {c['clock']} clock,"
+        f" {c['rounds']} interleaved rounds after"
         f" {c['warmup']} warm-up step(s), Newton–Schulz default dtype {c['ns_dtype_default']},"
         f" `max_bucket_numel` {c['max_bucket_numel']}",
     ]
@@ -46,21 +47,27 @@ def _set_tables(name: str, s: dict[str, Any]) -> list[str]:
         f"### `{name}`: {s['description']}",
         "",
         f"{s['hidden_matrices']} hidden matrices ({s['hidden_numel'] / 1e6:.2f} M parameters,"
-        f" {s['ns_gflop_per_step']:.1f} GFLOP of Newton–Schulz per step); AdamW-branch tensors"
+        f" {s['ns_gflop_per_step']:.1f} GFLOP of direct-form Newton–Schulz per step,"
+        f" {s['ns_gflop_per_step_executed_fp32']:.1f} GFLOP executed by our fp32 path); AdamW-branch tensors"
         f" {s['aux_numel'] / 1e6:.2f} M. Machine in the same rounds: fp32 matmul"
         f" {probes['matmul_float32']['median_rate'] / 1e9:.0f} GFLOP/s, bf16 matmul"
         f" {probes['matmul_bfloat16']['median_rate'] / 1e9:.0f} GFLOP/s, copy"
         f" {probes['copy']['median_rate'] / 1e9:.1f} GB/s.",
         "",
-        "| candidate | median step (ms) | throughput | fraction of machine | peak temp (MiB) | state (B/param) |",
+        "| candidate | median step (ms) | NS GFLOP/s (direct-equivalent) or GB/s |"
+        " executed rate, fraction of machine | peak temp (MiB) | state (B/param) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for cname, c in s["candidates"].items():
         if "ns_gflops" in c:
-            thr = f"{c['ns_gflops']:.1f} GFLOP/s NS"
+            thr = f"{c['ns_gflops']:.1f} GFLOP/s"
+            done = f"{c['ns_gflops_executed']:.1f} GFLOP/s, "
         else:
             thr = f"{c['gbytes_per_s']:.1f} GB/s"
-        frac = "–" if c.get("fraction") is None else f"{c['fraction']:.0%} of {c['fraction_of']}"
+            done = ""
+        frac = (
+            "–" if c.get("fraction") is None else f"{done}{c['fraction']:.0%} of {c['fraction_of']}"
+        )
         lines.append(
             f"| `{cname}` | {c['median_s'] * 1e3:.1f} | {thr} | {frac} |"
             f" {_num(c.get('peak_temp_bytes'), '.1f', 1 / MIB)} | {_num(c.get('state_bytes_per_param'), '.2f')} |"

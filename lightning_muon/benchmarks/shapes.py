@@ -15,7 +15,9 @@ Sets:
   the token embedding).
 
 Newton–Schulz cost of an ``m × n`` matrix (``m ≤ n`` after transposing), ``T`` quintic steps:
-``T·(4m²n + 2m³)`` FLOPs (:func:`ns_flops`).
+``T·(4m²n + 2m³)`` FLOPs in the direct form (:func:`ns_flops`, the common yardstick), and what
+our implementation executes, which takes the Gram form for wide fp32 matrices
+(:func:`ns_flops_executed`).
 
 Example:
     >>> s = SHAPE_SETS["medium"]
@@ -23,23 +25,48 @@ Example:
     [(2304, 768), (768, 768), (3072, 768), (768, 3072)]
     >>> round(s.ns_flops(steps=5) / 1e9, 1)  # GFLOP per step
     126.8
+    >>> import torch
+    >>> round(s.ns_flops_executed(5, torch.float32) / 1e9, 1)  # Gram form for the 3x and 4x wide ones
+    79.7
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from ..core.orthogonalize import GRAM_SEGMENT, ns_form
+
 Shape = tuple[int, ...]
 
 
-def ns_flops(shape: Shape, steps: int = 5) -> int:
-    """FLOPs of ``steps`` quintic Newton–Schulz iterations on a matrix of ``shape`` (flattened to 2-D)."""
-    rows = shape[0]
+def _short_long(shape: Shape) -> tuple[int, int]:
     cols = 1
     for d in shape[1:]:
         cols *= d
-    m, n = min(rows, cols), max(rows, cols)
+    return min(shape[0], cols), max(shape[0], cols)
+
+
+def ns_flops(shape: Shape, steps: int = 5) -> int:
+    """FLOPs of ``steps`` direct-form Newton–Schulz iterations on ``shape`` (flattened to 2-D)."""
+    m, n = _short_long(shape)
     return steps * (4 * m * m * n + 2 * m**3)
+
+
+def ns_flops_executed(shape: Shape, steps: int, dtype: torch.dtype) -> int:
+    """FLOPs :func:`~lightning_muon.core.orthogonalize.newton_schulz` executes in ``dtype``.
+
+    Gram form, per restart segment of ``L`` steps: ``4m²n + (8L - 6)m³``.
+    """
+    m, n = _short_long(shape)
+    if ns_form(m, n, dtype) == "direct":
+        return ns_flops(shape, steps)
+    total = 0
+    for start in range(0, steps, GRAM_SEGMENT):
+        length = min(GRAM_SEGMENT, steps - start)
+        total += 4 * m * m * n + (8 * length - 6) * m**3
+    return total
 
 
 @dataclass(frozen=True)
@@ -52,8 +79,12 @@ class ShapeSet:
     aux: tuple[tuple[str, Shape], ...]
 
     def ns_flops(self, steps: int = 5) -> int:
-        """Newton–Schulz FLOPs of one step over all hidden matrices."""
+        """Direct-form Newton–Schulz FLOPs of one step over all hidden matrices."""
         return sum(ns_flops(shape, steps) for _, shape in self.hidden)
+
+    def ns_flops_executed(self, steps: int, dtype: torch.dtype) -> int:
+        """FLOPs our Newton–Schulz executes in ``dtype`` over all hidden matrices."""
+        return sum(ns_flops_executed(shape, steps, dtype) for _, shape in self.hidden)
 
     @staticmethod
     def _count(entries: tuple[tuple[str, Shape], ...]) -> int:

@@ -9,7 +9,10 @@ its optimizer state is counted in bytes per parameter.
 
 Reported per shape set (:mod:`.shapes`): median step time; per-round ratios against the
 baselines (``torch.optim.Muon``, the plain fp32 loop, our ``Muon``, fused AdamW); Newton–Schulz
-GFLOP/s and fraction of the matmul rate; bytes moved and fraction of the copy bandwidth for AdamW;
+GFLOP/s counted in direct-form FLOPs (comparable across implementations) and the executed FLOPs
+as a fraction of the matmul rate (how close to the machine the code runs; our fp32 path executes
+fewer FLOPs, :mod:`lightning_muon.core.orthogonalize`); bytes moved and fraction of the copy
+bandwidth for AdamW;
 peak temporary MiB; state bytes per parameter; and the targets of the performance issue with
 their measured values. Output: JSON (``--json``) and a markdown report (``--markdown``, stdout).
 
@@ -40,7 +43,7 @@ from .machine import copy_probe, machine_info, matmul_probe
 from .memory import peak_temporary_bytes, state_bytes
 from .report import markdown
 from .shapes import SHAPE_SETS, ShapeSet
-from .timing import interleaved, rate_summary, ratio_summary
+from .timing import CLOCKS, default_clock, interleaved, rate_summary, ratio_summary
 
 #: (numerator, denominator, upper limit or None): per-round ratios of step times.
 COMPARISONS: tuple[tuple[str, str, float | None], ...] = (
@@ -69,12 +72,19 @@ ADAMW_BYTES_PER_ELEMENT = 28
 def _throughput(
     cand: Candidate, seconds: list[float], shape_set: ShapeSet, probes: dict[str, list[float]]
 ) -> dict[str, Any]:
-    """NS GFLOP/s vs the matmul probe of the candidate's dtype, or GB/s vs the copy probe."""
+    """Newton–Schulz rates (direct-form equivalent, and executed FLOPs as a fraction of the matmul
+    probe of the candidate's dtype), or bytes/s as a fraction of the copy probe for AdamW."""
     if cand.kind == "orthogonal":
         probe = f"matmul_{str(cand.ns_dtype).removeprefix('torch.')}"
         flops = shape_set.ns_flops(steps=5)
-        s = rate_summary(flops, seconds, probes.get(probe))
-        return {"ns_gflops": s["median"] / 1e9, "fraction_of": probe, "fraction": s.get("fraction")}
+        executed = shape_set.ns_flops_executed(5, cand.ns_dtype) if cand.ours else flops
+        s = rate_summary(executed, seconds, probes.get(probe))
+        return {
+            "ns_gflops": rate_summary(flops, seconds)["median"] / 1e9,
+            "ns_gflops_executed": s["median"] / 1e9,
+            "fraction_of": probe,
+            "fraction": s.get("fraction"),
+        }
     numel = shape_set.hidden_numel if cand.kind == "adamw" else shape_set.aux_numel
     s = rate_summary(ADAMW_BYTES_PER_ELEMENT * numel, seconds, probes.get("copy"))
     return {"gbytes_per_s": s["median"] / 1e9, "fraction_of": "copy", "fraction": s.get("fraction")}
@@ -123,13 +133,14 @@ def run_set(
     seed: int = 0,
     memory: bool = True,
     log: Any = None,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """Benchmark ``names`` on one shape set; returns the JSON-ready record of that set."""
-    lineup = build_candidates(shape_set, names, device, seed)
+    lineup = build_candidates(shape_set, names, device, seed, clock)
     probes = [
-        matmul_probe(device, torch.float32),
-        matmul_probe(device, torch.bfloat16),
-        copy_probe(device),
+        matmul_probe(device, torch.float32, clock=clock),
+        matmul_probe(device, torch.bfloat16, clock=clock),
+        copy_probe(device, clock=clock),
     ]
     runs = {name: c.run for name, c in lineup.candidates.items()}
     runs.update({p.name: p.run for p in probes})
@@ -149,6 +160,7 @@ def run_set(
         "hidden_numel": shape_set.hidden_numel,
         "aux_numel": shape_set.aux_numel,
         "ns_gflop_per_step": shape_set.ns_flops(5) / 1e9,
+        "ns_gflop_per_step_executed_fp32": shape_set.ns_flops_executed(5, torch.float32) / 1e9,
         "probes": {
             p.name: {
                 "median_rate": statistics.median(rates[p.name]),
@@ -192,8 +204,13 @@ def run(
     seed: int = 0,
     memory: bool = True,
     log: Any = None,
+    clock: str | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark on the named shape sets; returns the JSON-ready result."""
+    """Run the benchmark on the named shape sets; returns the JSON-ready result.
+
+    ``clock=None`` picks :func:`~.timing.default_clock`: process CPU time for single-threaded CPU
+    runs, wall time otherwise.
+    """
     device = torch.device(device)
     unknown = [s for s in sets if s not in SHAPE_SETS]
     if unknown:
@@ -201,6 +218,9 @@ def run(
     if threads is not None:
         torch.set_num_threads(threads)
     names = list(names) if names is not None else candidate_names(device)
+    clock = clock or default_clock(device.type, torch.get_num_threads())
+    if clock not in CLOCKS:
+        raise ValueError(f"Invalid clock: {clock!r}; expected one of {list(CLOCKS)}")
     result: dict[str, Any] = {
         "machine": machine_info(device),
         "config": {
@@ -208,6 +228,7 @@ def run(
             "warmup": warmup,
             "seed": seed,
             "threads": torch.get_num_threads(),
+            "clock": clock,
             "ns_dtype_default": str(default_ns_dtype(device)).removeprefix("torch."),
             "max_bucket_numel": MuonFamilyOptimizer.max_bucket_numel,
             "candidates": names,
@@ -217,7 +238,7 @@ def run(
     start = time.time()
     for name in sets:
         result["sets"][name] = run_set(
-            SHAPE_SETS[name], names, device, rounds, warmup, seed, memory, log
+            SHAPE_SETS[name], names, device, rounds, warmup, seed, memory, log, clock
         )
     result["machine"]["load_average_after"] = machine_info(device)["load_average"]
     result["wall_s"] = time.time() - start
@@ -242,6 +263,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--threads", type=int, default=1, help="torch.set_num_threads (0: leave as is)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default=None,
+        help="'cpu' (process CPU time; default with 1 CPU thread) or 'wall' (default otherwise)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the profiled memory step")
     parser.add_argument("--json", default=None, help="write the full result here")
     parser.add_argument(
@@ -260,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.seed,
         not args.no_memory,
         log=sys.stderr,
+        clock=args.clock,
     )
     result["command"] = "python -m lightning_muon.benchmarks.step_speed " + " ".join(
         sys.argv[1:] if argv is None else argv

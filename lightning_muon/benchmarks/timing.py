@@ -16,7 +16,29 @@ Example:
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Mapping
+from typing import Any
+
+#: Clocks a timed call can be measured with. ``"cpu"`` is the CPU time of this process: on a CPU
+#: shared with other jobs it leaves out the time the process waited for a core, which is not a
+#: cost of the code measured (with one thread it equals wall time on an idle machine).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn: Callable[[], Any], sync: Callable[[], None], clock: str = "wall") -> float:
+    """Seconds one call of ``fn`` takes on ``clock`` (``sync`` waits for accelerators before and after)."""
+    now = CLOCKS[clock]
+    sync()
+    start = now()
+    fn()
+    sync()
+    return now() - start
+
+
+def default_clock(device_type: str, threads: int) -> str:
+    """``"cpu"`` for single-threaded CPU runs (robust to other processes), ``"wall"`` otherwise."""
+    return "cpu" if device_type == "cpu" and threads == 1 else "wall"
 
 
 def interleaved(

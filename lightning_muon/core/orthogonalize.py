@@ -12,6 +12,17 @@ which map each singular value ``x ↦ a x + b x³ + c x⁵``. All functions acce
 matrices ``(..., m, n)`` and orthogonalize every matrix of the stack in one batched call.
 Tall matrices are transposed so the Gram matrix is ``min(m, n)²``.
 
+Two exact rewritings of the same iteration, chosen by shape and dtype (:func:`newton_schulz`):
+
+* *direct*: ``X_{k+1} = P_k X_k`` with ``P_k = a_k I + b_k A_k + c_k A_k²``;
+  ``T·(4m²n + 2m³)`` FLOPs;
+* *Gram*: every ``P_k`` is a polynomial in ``A_0``, so they commute and
+  ``A_{k+1} = A_k P_k²``, ``X_T = (P_{T-1}⋯P_0) X_0``: the ``m × n`` iterate is touched only
+  to form ``A_0`` and to apply the product, ``4m²n + (8T-6)m³`` FLOPs, 44% fewer for
+  ``n = 4m`` at ``T = 5``. It is restarted from the iterate every :data:`GRAM_SEGMENT` steps
+  (the product's norm grows like ``a^T``, and with it the rounding error) and used in
+  fp32/fp64 only, for ``n ≥`` :data:`GRAM_ASPECT` ``· m``.
+
 Example:
     >>> import torch
     >>> X = torch.randn(3, 8, 16)
@@ -98,20 +109,73 @@ def _as_batch(X: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     return X.reshape(-1, X.size(-2), X.size(-1)), lead
 
 
+#: Shortest aspect ratio ``n/m`` (after transposing tall inputs) that takes the Gram form.
+GRAM_ASPECT = 2.5
+#: Gram-form steps between restarts from the iterate (bounds ``‖P_{k}⋯P_0‖`` by about ``a^5``).
+GRAM_SEGMENT = 5
+_GRAM_DTYPES = (torch.float32, torch.float64)
+
+
+def ns_form(m: int, n: int, dtype: torch.dtype) -> str:
+    """``"gram"`` or ``"direct"``: the form :func:`newton_schulz` uses for ``m × n`` in ``dtype``."""
+    m, n = min(m, n), max(m, n)
+    return "gram" if dtype in _GRAM_DTYPES and n >= GRAM_ASPECT * m else "direct"
+
+
+def _direct(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
+    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two buffers."""
+    spare = torch.empty_like(Y)
+    A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
+    P = torch.empty_like(A)
+    diagonal = P.diagonal(dim1=-2, dim2=-1)
+    for a, b, c in schedule:
+        torch.bmm(Y, Y.mT, out=A)
+        torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
+        diagonal.add_(a)
+        torch.bmm(P, Y, out=spare)
+        Y, spare = spare, Y
+    return Y
+
+
+def _gram(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
+    """The same iterates through ``A_{k+1} = A_k P_k²`` and ``Q = P_{T-1}⋯P_0``, restarted every segment."""
+    out = torch.empty_like(Y)
+    A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
+    P, Q, R = torch.empty_like(A), torch.empty_like(A), torch.empty_like(A)
+    diagonal = P.diagonal(dim1=-2, dim2=-1)
+    for start in range(0, len(schedule), GRAM_SEGMENT):
+        segment = schedule[start : start + GRAM_SEGMENT]
+        torch.bmm(Y, Y.mT, out=A)
+        for k, (a, b, c) in enumerate(segment):
+            torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
+            diagonal.add_(a)
+            if k == 0:
+                Q.copy_(P)
+            else:
+                torch.bmm(P, Q, out=R)
+                Q, R = R, Q
+            if k < len(segment) - 1:
+                torch.bmm(A, P, out=R)
+                torch.bmm(R, P, out=A)
+                A.add_(A.mT.clone()).mul_(0.5)  # keep A symmetric against rounding
+        torch.bmm(Q, Y, out=out)
+        Y, out = out, Y
+    return Y
+
+
 def newton_schulz(
     X: torch.Tensor,
     table: NewtonSchulzTable = JORDAN,
     steps: int = 5,
     eps: float = 1e-7,
     dtype: torch.dtype | None = None,
+    form: str = "auto",
 ) -> torch.Tensor:
     """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
 
-    Each step is computed as ``X ← P X`` with ``P = a I + b A + c A²`` (two matrix products that
-    form ``P`` on the short side and one that applies it), which is the update above with ``a X``
-    folded into ``P``'s diagonal: no elementwise pass over the ``m × n`` iterate. The iterates
-    ping-pong between two preallocated buffers, so the scratch memory is ``2mn + 2m²`` elements
-    per matrix (``m ≤ n``), allocated once per call.
+    The ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the ``m × n``
+    iterate) and all scratch is allocated once per call: ``2mn + 2m²`` elements per matrix for
+    the direct form, ``2mn + 4m²`` for the Gram form (``m ≤ n``).
 
     Args:
         X: one matrix or a stack of same-shape matrices.
@@ -119,12 +183,15 @@ def newton_schulz(
         steps: number of iterations.
         eps: added to the scaled Frobenius norm, so a zero input gives a zero output.
         dtype: compute dtype; ``None`` picks :func:`default_ns_dtype` for ``X``'s device.
+        form: ``"auto"`` (:func:`ns_form`), ``"direct"`` or ``"gram"``.
 
     Returns:
         A tensor of ``X``'s shape and dtype (computed in ``dtype``).
     """
     if X.ndim < 2:
         raise ValueError(f"newton_schulz needs matrices (..., m, n), got shape {tuple(X.shape)}")
+    if form not in ("auto", "direct", "gram"):
+        raise ValueError(f"Invalid form: {form!r}; expected 'auto', 'direct' or 'gram'")
     if X.numel() == 0:
         return torch.zeros_like(X)
     out_dtype = X.dtype
@@ -140,16 +207,9 @@ def newton_schulz(
     count, m, n = batch.shape
     Y = torch.empty((count, m, n), dtype=compute, device=X.device)
     torch.div(batch, norm * table.norm_scale + eps, out=Y)
-    spare = torch.empty_like(Y)
-    A = torch.empty((count, m, m), dtype=compute, device=X.device)
-    P = torch.empty_like(A)
-    diagonal = P.diagonal(dim1=-2, dim2=-1)
-    for a, b, c in table.schedule(steps):
-        torch.bmm(Y, Y.mT, out=A)
-        torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
-        diagonal.add_(a)
-        torch.bmm(P, Y, out=spare)
-        Y, spare = spare, Y
+    if form == "auto":
+        form = ns_form(m, n, compute)
+    Y = (_gram if form == "gram" else _direct)(Y, table.schedule(steps))
     if transposed:
         Y = Y.mT
     return Y.reshape(*lead, *Y.shape[-2:]).to(out_dtype)

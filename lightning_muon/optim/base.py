@@ -37,6 +37,7 @@ from ..core.orthogonalize import (
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
 from .routing import route_parameters
+from .tensors import is_dtensor as _is_dtensor
 from .tensors import local as _local
 from .validation import (
     check_betas,
@@ -317,7 +318,10 @@ class MuonFamilyOptimizer(Optimizer):
         for shape, plist in self._buckets(group):
             if shape[0] * shape[1] == 0:
                 continue
+            fresh = not any(self.state[p] for p in plist)
             states = [self._state_of(p, shape, group) for p in plist]
+            if fresh:
+                _pack(states)
             U = self._bucket_update(plist, states, group, shape, local_matrix_sum)
             self._apply(plist, U, group)
 
@@ -350,7 +354,7 @@ class MuonFamilyOptimizer(Optimizer):
         for k in keys:
             targets = [_local(s[k]) for s in states]
             if S[k].data_ptr() == targets[0].data_ptr():
-                continue  # a one-matrix bucket updated the state in place
+                continue  # the stack was a view: the state was updated in place
             torch._foreach_copy_(
                 targets, [v.view_as(t) for v, t in zip(S[k].unbind(0), targets, strict=True)]
             )
@@ -433,10 +437,54 @@ def _numel_expected(key: str, p: torch.Tensor) -> int:
     return p.numel()
 
 
+def _pack(states: list[dict[str, Any]]) -> None:
+    """Give a bucket's fresh state one storage per key: ``state[k]`` become consecutive views.
+
+    :func:`_stack` then sees the stacked state without copying it, and the updated state needs no
+    copy back. Keys whose tensors differ in shape, dtype or device, and DTensors, stay separate.
+    A state replaced later (``load_state_dict``) simply takes the copying path.
+    """
+    if len(states) < 2:
+        return
+    for key, first in states[0].items():
+        values = [s.get(key) for s in states]
+        if not isinstance(first, torch.Tensor) or _is_dtensor(first):
+            continue
+        if not all(
+            isinstance(v, torch.Tensor)
+            and not _is_dtensor(v)
+            and (v.shape, v.dtype, v.device) == (first.shape, first.dtype, first.device)
+            for v in values
+        ):
+            continue
+        for s, view in zip(states, torch.stack(values).unbind(0), strict=True):
+            s[key] = view
+
+
+def _stacked_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """The ``(N, ...)`` tensor whose slices are ``tensors``, if they tile one storage in order."""
+    first = tensors[0]
+    base = first._base
+    if base is None or not first.is_contiguous():
+        return None
+    stride = first.numel() * first.element_size()
+    ptr = first.data_ptr()
+    for i, t in enumerate(tensors):
+        if t._base is not base or t.data_ptr() != ptr + i * stride or t.shape != first.shape:
+            return None
+        if t.dtype != first.dtype or t.stride() != first.stride():
+            return None
+    return first.as_strided((len(tensors), *first.shape), (first.numel(), *first.stride()))
+
+
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack along a new first dim; a single tensor becomes a view (no copy), so in-place
-    updates of the stack reach it directly."""
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+    """Stack along a new first dim without copying when possible: a single tensor, or tensors
+    that are consecutive views of one storage (packed state), become a view, so in-place updates
+    of the stack reach them directly; otherwise ``torch.stack`` copies."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
+    view = _stacked_view(tensors)
+    return view if view is not None else torch.stack(tensors)
 
 
 def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
