@@ -10,6 +10,8 @@ that they are unchanged). Candidates:
 * ``torch_muon`` (``torch.optim.Muon``), ``reference_muon`` (the plain fp32 per-matrix loop of
   :mod:`.reference`), ``adamw_foreach`` / ``adamw_fused`` (``torch.optim.AdamW``) on the hidden
   matrices;
+* ``muon+compiled``, ``normuon+compiled``: with ``compile_elementwise=True`` (``torch.compile`` of
+  the elementwise hooks; compiled during warm-up; not in the default line-up);
 * ``ns``: only our batched Newton–Schulz over the hidden matrices, bucketed as the optimizers do;
 * ``adamw_branch``: a :class:`~lightning_muon.Muon` whose AdamW branch holds the auxiliary tensors
   (embeddings, norms, biases); only they have gradients, so ``step()`` runs the gradient check and
@@ -84,10 +86,14 @@ def other_ns_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if default_ns_dtype(device) == torch.bfloat16 else torch.bfloat16
 
 
-def candidate_names(device: torch.device) -> list[str]:
-    """Every candidate name, in report order."""
+COMPILED_CANDIDATES = ("muon+compiled", "normuon+compiled")
+
+
+def candidate_names(device: torch.device, compiled: bool = False) -> list[str]:
+    """Every candidate name, in report order (``compiled``: with the ``+compiled`` variants)."""
     other = str(other_ns_dtype(device)).removeprefix("torch.")
-    return [*OPTIMIZERS, f"muon@{other}", *TORCH_CANDIDATES, *EXTRA_CANDIDATES]
+    extra = COMPILED_CANDIDATES if compiled else ()
+    return [*OPTIMIZERS, f"muon@{other}", *extra, *TORCH_CANDIDATES, *EXTRA_CANDIDATES]
 
 
 class TensorBank:
@@ -158,7 +164,7 @@ def build_candidates(
     clock: str = "wall",
 ) -> Lineup:
     """Build the named candidates over ``shape_set`` on ``device`` (unknown names raise ``ValueError``)."""
-    valid = candidate_names(device)
+    valid = candidate_names(device, compiled=True)
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"Unknown candidates: {unknown}; valid names are {valid}")
@@ -171,6 +177,11 @@ def build_candidates(
         if name in OPTIMIZERS:
             ps = hidden.parameters()
             opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}])
+            out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, default)
+        elif name.endswith("+compiled"):
+            ps = hidden.parameters()
+            opt = OPTIMIZERS[name.removesuffix("+compiled")]([{"params": ps, "branch": "muon"}])
+            opt.compile_elementwise = True
             out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, default)
         elif name.startswith("muon@"):
             dtype = other_ns_dtype(device)

@@ -56,6 +56,8 @@ COMPARISONS: tuple[tuple[str, str, float | None], ...] = (
     ("muon_nsr", "muon", 1.25),
     ("muon_vs", "muon", 1.25),
     ("spectral_muon", "muon", None),
+    ("muon+compiled", "muon", None),
+    ("normuon+compiled", "normuon", None),
     ("ns", "muon", None),
     ("muon", "adamw_fused", None),
     ("adamw_foreach", "adamw_fused", None),
@@ -256,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--candidates", default="all", help="comma-separated candidate names, or 'all'"
     )
+    parser.add_argument(
+        "--compiled", action="store_true", help="add the torch.compile variants to 'all'"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
@@ -276,7 +281,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    names = None if args.candidates == "all" else [c for c in args.candidates.split(",") if c]
+    names = (
+        candidate_names(device, args.compiled)
+        if args.candidates == "all"
+        else [c for c in args.candidates.split(",") if c]
+    )
     result = run(
         [s for s in args.sets.split(",") if s],
         names,
