@@ -170,7 +170,8 @@ def build_candidates(
         raise ValueError(f"Unknown candidates: {unknown}; valid names are {valid}")
     sync = synchronizer(device)
     hidden = TensorBank([s for _, s in shape_set.hidden], device, seed)
-    aux = TensorBank([s for _, s in shape_set.aux], device, seed + 1)
+    needs_aux = any(n in ("adamw_branch", "adamw_fused_aux") for n in names)
+    aux = TensorBank([s for _, s in shape_set.aux] if needs_aux else [], device, seed + 1)
     default = default_ns_dtype(device)
     out: dict[str, Candidate] = {}
     for name in names:
