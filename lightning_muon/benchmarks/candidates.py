@@ -15,7 +15,9 @@ that they are unchanged). Candidates:
 * ``ns``: only our batched Newton–Schulz over the hidden matrices, bucketed as the optimizers do;
 * ``adamw_branch``: a :class:`~lightning_muon.Muon` whose AdamW branch holds the auxiliary tensors
   (embeddings, norms, biases); only they have gradients, so ``step()`` runs the gradient check and
-  the AdamW branch; against ``adamw_fused_aux``, ``torch.optim.AdamW(fused=True)`` on the same tensors.
+  the AdamW branch; ``adamw_branch_kernel``: the branch alone (its ``adamw_group_step``, without the
+  step's non-finite gradient screen); against ``adamw_fused_aux``, ``torch.optim.AdamW(fused=True)``
+  on the same tensors.
 
 Example:
     >>> import torch
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 
 from ..core.orthogonalize import JORDAN, default_ns_dtype, newton_schulz
+from ..optim.adamw_branch import adamw_group_step
 from ..optim.base import MuonFamilyOptimizer, matrix_shape
 from ..optim.muon import Muon
 from ..optim.registry import OPTIMIZERS
@@ -47,7 +50,7 @@ from .timing import timed
 #: AdamW hyperparameters shared by ``adamw_branch`` and ``adamw_fused_aux`` (Muon's defaults: lr 0.02·0.015).
 AUX_ADAMW = {"lr": 0.02 * 0.015, "betas": (0.9, 0.95), "eps": 1e-10, "weight_decay": 0.0}
 TORCH_CANDIDATES = ("torch_muon", "reference_muon", "adamw_foreach", "adamw_fused")
-EXTRA_CANDIDATES = ("ns", "adamw_branch", "adamw_fused_aux")
+EXTRA_CANDIDATES = ("ns", "adamw_branch", "adamw_branch_kernel", "adamw_fused_aux")
 
 
 @dataclass
@@ -124,6 +127,17 @@ def _optimizer_candidate(
     return Candidate(name, kind, opt.step, sync, params, opt, dtype)
 
 
+def _branch_only(opt: torch.optim.Optimizer) -> Callable[[], None]:
+    """The AdamW branch of ``opt`` without the rest of its ``step()``."""
+    group = next(g for g in opt.param_groups if g["branch"] == "adamw")
+
+    @torch.no_grad()
+    def step() -> None:
+        adamw_group_step(group, opt.state)
+
+    return step
+
+
 def _ns_step(params: list[torch.Tensor], device: torch.device) -> Callable[[], None]:
     """Our batched Newton–Schulz over the gradients of ``params``, stacked and chunked as the optimizers do."""
     by_shape: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -170,7 +184,7 @@ def build_candidates(
         raise ValueError(f"Unknown candidates: {unknown}; valid names are {valid}")
     sync = synchronizer(device)
     hidden = TensorBank([s for _, s in shape_set.hidden], device, seed)
-    needs_aux = any(n in ("adamw_branch", "adamw_fused_aux") for n in names)
+    needs_aux = any(n.startswith(("adamw_branch", "adamw_fused_aux")) for n in names)
     aux = TensorBank([s for _, s in shape_set.aux] if needs_aux else [], device, seed + 1)
     default = default_ns_dtype(device)
     out: dict[str, Candidate] = {}
@@ -208,11 +222,13 @@ def build_candidates(
         elif name == "ns":
             ps = hidden.parameters()
             out[name] = Candidate(name, "orthogonal", _ns_step(ps, device), sync, [], None, default)
-        elif name == "adamw_branch":
+        elif name.startswith("adamw_branch"):
             ps = aux.parameters()
             idle = torch.nn.Parameter(torch.zeros(2, 2, device=device))  # no grad: skipped
             opt = Muon([{"params": ps, "branch": "adamw"}, {"params": [idle], "branch": "muon"}])
             out[name] = _optimizer_candidate(name, "aux", opt, ps, sync, None)
+            if name == "adamw_branch_kernel":
+                out[name].step = _branch_only(opt)
         else:  # adamw_fused_aux
             ps = aux.parameters()
             opt = torch.optim.AdamW(ps, **AUX_ADAMW, fused=True)

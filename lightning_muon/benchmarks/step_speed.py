@@ -62,6 +62,7 @@ COMPARISONS: tuple[tuple[str, str, float | None], ...] = (
     ("muon", "adamw_fused", None),
     ("adamw_foreach", "adamw_fused", None),
     ("adamw_branch", "adamw_fused_aux", 1.2),
+    ("adamw_branch_kernel", "adamw_fused_aux", 1.2),
 )
 #: (candidate, limit): optimizer-state bytes relative to ``adamw_fused`` on the same matrices.
 STATE_TARGETS = (("muon", 0.55), ("normuon", 0.55), ("adamuon", 1.05))

@@ -498,17 +498,17 @@ def _pack(states: list[dict[str, Any]]) -> None:
 
 
 def _stacked_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
-    """The ``(N, ...)`` tensor whose slices are ``tensors``, if they tile one storage in order."""
+    """The ``(N, ...)`` tensor whose slices are ``tensors``, if they tile one storage in order
+    (packed state, also after ``torch.save``/``torch.load``, which keeps storages shared)."""
     first = tensors[0]
-    base = first._base
-    if base is None or not first.is_contiguous():
+    if not first.is_contiguous():
         return None
-    stride = first.numel() * first.element_size()
-    ptr = first.data_ptr()
-    for i, t in enumerate(tensors):
-        if t._base is not base or t.data_ptr() != ptr + i * stride or t.shape != first.shape:
+    size = first.numel() * first.element_size()
+    ptr, storage = first.data_ptr(), first.untyped_storage().data_ptr()
+    for i, t in enumerate(tensors[1:], 1):
+        if t.data_ptr() != ptr + i * size or t.shape != first.shape or t.dtype != first.dtype:
             return None
-        if t.dtype != first.dtype or t.stride() != first.stride():
+        if t.stride() != first.stride() or t.untyped_storage().data_ptr() != storage:
             return None
     return first.as_strided((len(tensors), *first.shape), (first.numel(), *first.stride()))
 

@@ -164,3 +164,29 @@ def test_a_hook_that_fails_to_compile_runs_eagerly_with_a_warning():
     for a, b in zip(fallback, eager, strict=True):
         assert torch.equal(a, b)  # nothing was applied twice
     assert opt._compiled_hooks[("_direction", "lightning_muon_test_broken")] is None
+
+
+def test_packed_state_stays_packed_through_save_and_load():
+    """torch.save/torch.load keep the shared storage, so a resumed run keeps the zero-copy path."""
+    import io
+
+    from lightning_muon.optim.base import _stacked_view
+
+    ps = params([(8, 24)] * 3)
+    opt = OPTIMIZERS["normuon"]([{"params": ps, "branch": "muon"}])
+    set_grads(ps, 0)
+    opt.step()
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    resumed = OPTIMIZERS["normuon"]([{"params": resumed_params, "branch": "muon"}])
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for key in ("momentum_buffer", "row_second_moment", "step"):
+        tensors = [resumed.state[p][key] for p in resumed_params]
+        assert _stacked_view(tensors) is not None, key
+    assert _stacked_view([p.grad for p in ps]) is None  # separate gradient tensors are copied
+    set_grads(ps, 1), set_grads(resumed_params, 1)
+    opt.step(), resumed.step()
+    for a, b in zip(ps, resumed_params, strict=True):
+        assert torch.equal(a, b)
