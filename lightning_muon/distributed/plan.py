@@ -28,7 +28,8 @@ from .layout import Layout
 
 
 def ns_flops(m: int, n: int, steps: int) -> int:
-    """Floating-point operations of ``steps`` quintic Newton–Schulz iterations on an ``m × n`` matrix."""
+    """FLOPs of ``steps`` direct-form quintic Newton–Schulz iterations on an ``m × n`` matrix (the cost model
+    that balances owners; the Gram form used for wide fp32 matrices is cheaper by a shape-dependent factor)."""
     a, b = min(m, n), max(m, n)
     return steps * (4 * a * a * b + 2 * a**3)
 
