@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.lightning.scripts.tiny_run import resume_reference
 from tests.lightning.tiny_setup import ADAMW_NAMES, MUON_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def run_script(mode: str, out: Path) -> None:
 def test_resume_in_a_new_process_continues_bit_identically(tmp_path):
     """2K steps straight == K steps, checkpoint, restore in a new process, K more steps
     (NorMuon + cosine schedule + gradient accumulation, crossing an epoch boundary)."""
-    run_script("resume-reference", tmp_path)
+    resume_reference(tmp_path)  # in this process; the continuation runs in a new one
     checkpoint = torch.load(tmp_path / "half.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 5
     [loader] = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
