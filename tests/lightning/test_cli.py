@@ -250,7 +250,9 @@ def test_quickstart_recipe_runs_the_main_job(tmp_path):
         0.02,
     ]
     assert list(run.glob("events.out.tfevents.*"))
-    assert "optimizer: normuon" in (run / "config.yaml").read_text()
+    config = (run / "config.yaml").read_text()
+    assert "optimizer: normuon" in config
+    assert "UpdateNormMonitor" in config and "SpectrumMonitor" in config
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
     assert {g["name"] for g in last["optimizer_states"][0]["param_groups"]} == {"muon", "adamw"}
