@@ -126,16 +126,25 @@ def ns_form(m: int, n: int, dtype: torch.dtype) -> str:
 
 
 def _direct(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
-    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two buffers."""
+    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two buffers.
+
+    In fp32/fp64 ``a`` is folded into ``P``'s diagonal. In bf16/fp16 that fold would round
+    ``a + bA_ii + c(A²)_ii`` (a cancellation) to 8 or 11 bits, doubling the error; there
+    ``a Y + (bA + cA²) Y`` is fused in one ``baddbmm`` that rounds once, as ``torch.optim.Muon`` does.
+    """
     spare = torch.empty_like(Y)
     A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
     P = torch.empty_like(A)
+    fold = Y.dtype in (torch.float32, torch.float64)
     diagonal = P.diagonal(dim1=-2, dim2=-1)
     for a, b, c in schedule:
         torch.bmm(Y, Y.mT, out=A)
         torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
-        diagonal.add_(a)
-        torch.bmm(P, Y, out=spare)
+        if fold:
+            diagonal.add_(a)
+            torch.bmm(P, Y, out=spare)
+        else:
+            torch.baddbmm(Y, P, Y, beta=a, alpha=1.0, out=spare)
         Y, spare = spare, Y
     return Y
 
