@@ -40,3 +40,29 @@ __all__ = [
     "param_groups",
     "route_parameters",
 ]
+
+from .lightning import (  # noqa: E402  (Lightning integration; imports torch only)
+    MuonMixin,
+    OptimizerConfigError,
+    StaleParametersError,
+    WarmupConstantLR,
+    WarmupCosineLR,
+    WarmupLinearLR,
+    WarmupStableDecayLR,
+    available_optimizers,
+    build_optimizer,
+    check_live_parameters,
+)
+
+__all__ += [
+    "MuonMixin",
+    "OptimizerConfigError",
+    "StaleParametersError",
+    "WarmupConstantLR",
+    "WarmupCosineLR",
+    "WarmupLinearLR",
+    "WarmupStableDecayLR",
+    "available_optimizers",
+    "build_optimizer",
+    "check_live_parameters",
+]

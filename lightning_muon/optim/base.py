@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.optim import Optimizer
@@ -37,7 +37,7 @@ from ..core.orthogonalize import (
 )
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
-from .routing import route_parameters
+from .routing import _reject_fsdp1, route_parameters
 from .tensors import is_dtensor as _is_dtensor
 from .tensors import local as _local
 from .validation import (
@@ -50,6 +50,7 @@ from .validation import (
 )
 
 NONFINITE_MODES = ("raise", "skip")
+_UNRESOLVED = object()
 NS_DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -113,6 +114,10 @@ class MuonFamilyOptimizer(Optimizer):
         if vocab_size is not None:
             check_int("vocab_size", vocab_size, 1, 1 << 40)
         groups, self.routing = route_parameters(params, vocab_size)
+        # FSDP1 marks its flat parameters and (use_orig_params=True) the 1-D views into them; plain
+        # tensors (litgpt, LightningCLI pass model.parameters()) carry no module names to route by.
+        if any(getattr(p, "_fsdp_flattened", False) for g in groups for p in g["params"]):
+            _reject_fsdp1(["_flat_param"])
         if not any(g["branch"] == "muon" for g in groups):
             raise ValueError(
                 f"{type(self).__name__} got no matrix parameters for its orthogonal branch (all {len(self.routing)} "
@@ -125,6 +130,11 @@ class MuonFamilyOptimizer(Optimizer):
         for i, group in enumerate(self.param_groups):
             self._validate_group(group, f" (param group {i})")
             for p in group["params"]:
+                if group["branch"] == "muon" and p.ndim < 2:
+                    raise ValueError(
+                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {tuple(p.shape)} is in a "
+                        "branch='muon' group but is not a matrix; put 1-D parameters in a branch='adamw' group"
+                    )
                 if p.is_complex():
                     raise ValueError(
                         f"{type(self).__name__} does not support complex parameters: {self._name_of(p)}"
@@ -254,24 +264,15 @@ class MuonFamilyOptimizer(Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support complex gradients: {self._name_of(p)}"
                     )
-                if _local(p.grad).numel():
-                    params.append(p)
-                    grads.append(_local(p.grad))
-        if not grads:
+                params.append(p)
+                grads.append(_local(p.grad))
+        finite = _finite_flags(grads) if grads else None
+        engine = self._engine()
+        if engine is not None:  # every rank must take the same decision
+            finite = engine.reduce_finite(params, finite)
+        if finite is None or bool(finite.all()):
             return True
-        # Screen with the 2-norm (one fused read of every gradient; the inf-norm is ~20x slower on
-        # CPU). NaN/±inf make it non-finite; so can overflow of huge finite values, hence the exact
-        # per-tensor recheck of the flagged ones only.
-        screened = torch.isfinite(torch.stack(torch._foreach_norm(grads, 2)))
-        if bool(screened.all()):
-            return True
-        bad = [
-            self._name_of(p)
-            for p, g, ok in zip(params, grads, screened.tolist(), strict=True)
-            if not ok and not bool(torch.isfinite(g).all())
-        ]
-        if not bad:
-            return True
+        bad = [self._name_of(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok]
         if self.nonfinite == "skip":
             self.skipped_steps += 1
             return False
@@ -321,7 +322,27 @@ class MuonFamilyOptimizer(Optimizer):
             state.update(self._init_matrix_state(p, shape, group))
         return state
 
+    def _engine(self) -> Any:
+        """The distributed engine (:mod:`lightning_muon.distributed`), or ``None`` in one process.
+
+        Resolved at the first step (the process group may be set up after construction) and
+        cached; :func:`lightning_muon.distributed.configure` replaces it.
+        """
+        engine = self.__dict__.get("_distributed_engine", _UNRESOLVED)
+        if engine is _UNRESOLVED:
+            engine = None
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                from ..distributed.engine import engine_for
+
+                engine = engine_for(self)
+            self._distributed_engine = engine
+        return engine
+
     def _matrix_group_step(self, group: dict[str, Any]) -> None:
+        engine = self._engine()
+        if engine is not None:
+            engine.group_step(group)
+            return
         for shape, plist in self._buckets(group):
             if shape[0] * shape[1] == 0:
                 continue
@@ -343,28 +364,46 @@ class MuonFamilyOptimizer(Optimizer):
         orthogonalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The stacked update ``U (N, m, n)`` of one bucket; writes the new state back."""
-        m, n = shape
+        work = self._bucket_begin(plist, states, group)
+        O = (orthogonalize or (lambda x: self._orthogonalize(x, group)))(work.X)
+        return self._bucket_finish(work, O, group, shape, matrix_sum)
+
+    def _bucket_begin(
+        self, plist: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+    ) -> BucketWork:
+        """First half of :meth:`_bucket_update`: stack gradients and state, return the orthogonalizer input.
+
+        Works on the local rows only (a shard of a sharded parameter, possibly zero rows); the
+        distributed layer orthogonalizes ``work.X`` elsewhere and hands ``O`` to :meth:`_bucket_finish`.
+        """
         local_rows = _local(plist[0]).shape[0]
-        G = _stack([_local(p.grad).reshape(local_rows, -1) for p in plist]).to(
-            state_dtype(plist[0])
-        )
+        G = _stack([_as_rows(_local(p.grad), local_rows) for p in plist]).to(state_dtype(plist[0]))
         keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
         S = {k: _stack([_as_rows(_local(s[k]), local_rows) for s in states]) for k in keys}
         S["step"] += 1
         S["step"] = S["step"].view(-1, 1, 1)
-        X = self._hook("_direction")(G, S, group)
-        O = (orthogonalize or (lambda x: self._orthogonalize(x, group)))(X)
+        return BucketWork(plist, states, keys, S, self._hook("_direction")(G, S, group))
+
+    def _bucket_finish(
+        self,
+        work: BucketWork,
+        O: torch.Tensor,
+        group: dict[str, Any],
+        shape: tuple[int, int],
+        matrix_sum: MatrixSum,
+    ) -> torch.Tensor:
+        """Second half of :meth:`_bucket_update`: capture, finalize ``O`` into ``U``, write the state back."""
         if self._capture:
-            for i, p in enumerate(plist):
+            for i, p in enumerate(work.plist):
                 if id(p) in self._capture:
                     self.captured_directions[p] = O[i].detach().float().clone()
-        U = self._hook("_finalize")(O, S, group, (m, n), matrix_sum)
-        for k in keys:
-            targets = [_local(s[k]) for s in states]
-            if S[k].data_ptr() == targets[0].data_ptr():
+        U = self._hook("_finalize")(O, work.S, group, shape, matrix_sum)
+        for k in work.keys:
+            targets = [_local(s[k]) for s in work.states]
+            if work.S[k].data_ptr() == targets[0].data_ptr():
                 continue  # the stack was a view: the state was updated in place
             torch._foreach_copy_(
-                targets, [v.view_as(t) for v, t in zip(S[k].unbind(0), targets, strict=True)]
+                targets, [v.view_as(t) for v, t in zip(work.S[k].unbind(0), targets, strict=True)]
             )
         return U
 
@@ -397,8 +436,14 @@ class MuonFamilyOptimizer(Optimizer):
         return call
 
     def _apply(self, plist: list[torch.Tensor], U: torch.Tensor, group: dict[str, Any]) -> None:
-        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``."""
+        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``.
+
+        ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
+        state by stepping with zero gradients and ``lr = 0``).
+        """
         lr, wd = group["lr"], group["weight_decay"]
+        if lr == 0:
+            return
         local = [_local(p) for p in plist]
         if wd:
             torch._foreach_mul_(local, 1.0 - lr * wd)
@@ -466,11 +511,37 @@ class MuonFamilyOptimizer(Optimizer):
         self.__dict__.setdefault("nonfinite", "raise")
 
 
+def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
+    """``isfinite`` of each gradient as a bool vector (an empty shard is finite).
+
+    Screened with the 2-norm, one fused read of every gradient (the inf-norm is ~20x slower on
+    CPU): NaN and ±inf make it non-finite, and so can an overflow of huge finite values, so the
+    flagged tensors alone are rechecked exactly.
+    """
+    flags = torch.ones(len(grads), dtype=torch.bool, device=grads[0].device)
+    full = [i for i, g in enumerate(grads) if g.numel()]
+    if not full:
+        return flags
+    screen = torch.isfinite(torch.stack(torch._foreach_norm([grads[i] for i in full], 2)))
+    if not bool(screen.all()):
+        for i, ok in zip(full, screen.tolist(), strict=True):
+            if not ok:
+                flags[i] = bool(torch.isfinite(grads[i]).all())
+    return flags
+
+
 def _numel_expected(key: str, p: torch.Tensor) -> int:
     """Elements a state tensor should have: the parameter's, or one per row for row statistics."""
     if key.startswith("row_"):
         return p.shape[0]
     return p.numel()
+
+
+def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """View a tensor as ``(rows, -1)`` (scalars stay scalars; an empty shard keeps its column count)."""
+    if not t.ndim:
+        return t
+    return t.reshape(rows, -1) if rows else t.reshape(0, math.prod(t.shape[1:]))
 
 
 def _pack(states: list[dict[str, Any]]) -> None:
@@ -523,6 +594,11 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return view if view is not None else torch.stack(tensors)
 
 
-def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """View a state tensor as ``(rows, -1)`` (scalars stay scalars)."""
-    return t.reshape(rows, -1) if t.ndim else t
+class BucketWork(NamedTuple):
+    """A bucket between :meth:`MuonFamilyOptimizer._bucket_begin` and ``_bucket_finish``."""
+
+    plist: list[torch.Tensor]
+    states: list[dict[str, Any]]
+    keys: list[str]
+    S: dict[str, torch.Tensor]
+    X: torch.Tensor

@@ -154,3 +154,70 @@ def test_litgpt_gpt_routing():
         warnings.simplefilter("error")
         by_shape = lm.Muon(model.parameters(), vocab_size=64).routing
     assert len(by_shape.names("muon")) == len(muon)
+
+
+def test_position_embeddings_do_not_make_square_linears_heads():
+    class GPT2Medium(nn.Module):  # position table as wide as the model: 16 == 16
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(50, 16)
+            self.wpe = nn.Embedding(16, 16)
+            self.c_proj = nn.Linear(16, 16)
+            self.lm_head = nn.Linear(16, 50)
+
+    routes = branches(route_parameters(GPT2Medium())[0])
+    assert routes["c_proj.weight"] == "muon" and routes["lm_head.weight"] == "adamw"
+    assert routes["wpe.weight"] == "adamw"
+
+
+def test_free_parameters_of_custom_modules_are_routed_by_name():
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos_embedding = nn.Parameter(torch.zeros(1, 5, 8))
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, 8))
+            self.mixer = nn.Parameter(torch.zeros(8, 8))
+            self.mlp = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 3)
+
+    routes = branches(route_parameters(ViT())[0])
+    assert routes == {
+        "pos_embedding": "adamw",
+        "cls_token": "adamw",
+        "mixer": "muon",
+        "mlp.weight": "muon",
+        "mlp.bias": "adamw",
+        "head.weight": "adamw",
+        "head.bias": "adamw",
+    }
+
+
+def test_vectors_in_an_explicit_muon_group_are_refused_at_construction():
+    with pytest.raises(ValueError, match=r"not a matrix"):
+        lm.Muon(
+            [
+                {
+                    "params": [nn.Parameter(torch.zeros(4, 4)), nn.Parameter(torch.zeros(4))],
+                    "branch": "muon",
+                }
+            ]
+        )
+
+
+def test_an_mlp_as_wide_as_the_vocabulary_is_not_a_head():
+    litgpt = pytest.importorskip("litgpt")
+    config = litgpt.Config(n_layer=1, n_embd=64, n_head=4, block_size=16, padded_vocab_size=256, vocab_size=256,
+                           mlp_class_name="LLaMAMLP", intermediate_size=256, bias=False)  # fmt: skip
+    routing = lm.Muon(litgpt.GPT(config)).routing
+    assert routing.branch_of("transformer.h.0.mlp.fc_1.weight") == "muon"
+    assert routing.branch_of("lm_head.weight") == "adamw"
+
+
+@pytest.mark.parametrize("name", sorted(lm.OPTIMIZERS))
+def test_zero_gradients_of_large_matrices_stay_finite(name):
+    w = nn.Parameter(torch.randn(64, 96))
+    opt = lm.OPTIMIZERS[name]([{"params": [w], "branch": "muon"}])
+    for _ in range(2):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    assert torch.isfinite(w).all()
