@@ -91,6 +91,27 @@ def summarize(run: dict[str, Any], param: str, step: int) -> dict[str, float]:
     }
 
 
+def markdown_tables(result: dict[str, Any]) -> str:
+    """The two tables of ``docs/figure1.md`` (middle and end of the run), from ``result``."""
+    head = "| optimizer | κ(ΔW), up-projection | cv, up-projection | median κ (all {n}) | median cv (all {n}) |"
+    lines: list[str] = []
+    for when in ("middle", "end"):
+        n = result["runs"]["AdamW"][when]["matrices"]
+        extra = " final training loss |" if when == "end" else ""
+        lines += [head.format(n=n) + extra, "|---|---|---|---|---|" + ("---|" if extra else "")]
+        for label, run in result["runs"].items():
+            m = run[when]
+            row = (
+                f"| {label} | {m['condition_number']:.3g} | {m['row_cv']:.3f} | "
+                f"{m['median_condition_number']:.3g} | {m['median_row_cv']:.3f} |"
+            )
+            lines.append(row + (f" {run['final_loss']:.3f} |" if extra else ""))
+        if when == "middle":
+            momentum = result["runs"]["Muon"]["middle"]["momentum_condition_number"]
+            lines += [f"| raw momentum (Muon run) | {momentum:.3g} | — | — | — |", ""]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per run (even)")
@@ -142,19 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fig.savefig(out, dpi=120)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
 
-    print(
-        f"| optimizer | κ(ΔW) | cv of ‖ΔW_i‖ | median κ (all {result['runs']['AdamW']['middle']['matrices']}) | median cv | final loss |"
-    )
-    print("|---|---|---|---|---|---|")
-    for label, r in result["runs"].items():
-        m = r["middle"]
-        print(
-            f"| {label} | {m['condition_number']:.1f} | {m['row_cv']:.3f} | "
-            f"{m['median_condition_number']:.1f} | {m['median_row_cv']:.3f} | {r['final_loss']:.3f} |"
-        )
-    print(
-        f"raw momentum (Muon run): κ = {result['runs']['Muon']['middle']['momentum_condition_number']:.1f}"
-    )
+    print(markdown_tables(result))
     return result
 
 

@@ -3,9 +3,7 @@
 Newton–Schulz on an ``m × n`` matrix (``a = min(m, n)``, ``b = max(m, n)``) costs, per step,
 ``A = X Xᵀ`` (``2a²b``), ``B = bA + cA²`` (``2a³``) and ``BX`` (``2a²b``):
 
-.. math::  \\mathrm{cost}(m, n) = T\\,(4a^2 b + 2a^3),
-
-or less in the Gram form that fp32 takes for wide matrices (:func:`ns_flops`).
+.. math::  \\mathrm{cost}(m, n) = T\\,(4a^2 b + 2a^3).
 
 Matrices are assigned greedily, most expensive first, to the least-loaded rank of their group
 (longest-processing-time scheduling, within ``4/3`` of the optimal makespan; ties go to the lowest
@@ -15,7 +13,7 @@ shapes, so no communication is needed to agree on it.
 Example:
     >>> assign_owners([8.0, 1.0, 1.0, 4.0, 4.0], world=2)
     [0, 0, 1, 1, 1]
-    >>> ns_flops(768, 3072, steps=5, dtype=torch.bfloat16)
+    >>> ns_flops(768, 3072, steps=5)
     40768634880
 """
 
@@ -26,14 +24,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.orthogonalize import ns_flops as core_ns_flops
 from .layout import Layout
 
 
-def ns_flops(m: int, n: int, steps: int, dtype: torch.dtype = torch.float32) -> int:
-    """Floating-point operations of ``steps`` quintic Newton–Schulz iterations on an ``m × n`` matrix,
-    in the form :func:`~lightning_muon.core.orthogonalize.newton_schulz` takes for ``dtype``."""
-    return core_ns_flops(m, n, steps, dtype)
+def ns_flops(m: int, n: int, steps: int) -> int:
+    """FLOPs of ``steps`` direct-form quintic Newton–Schulz iterations on an ``m × n`` matrix (the cost model
+    that balances owners; the Gram form used for wide fp32 matrices is cheaper by a shape-dependent factor)."""
+    a, b = min(m, n), max(m, n)
+    return steps * (4 * a * a * b + 2 * a**3)
 
 
 def assign_owners(

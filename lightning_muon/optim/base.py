@@ -514,19 +514,17 @@ class MuonFamilyOptimizer(Optimizer):
 def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
     """``isfinite`` of each gradient as a bool vector (an empty shard is finite).
 
-    Screened with the 2-norm, one fused read of every gradient (the inf-norm is ~20x slower on
-    CPU): NaN and ±inf make it non-finite, and so can an overflow of huge finite values, so the
-    flagged tensors alone are rechecked exactly.
+    Screens with the 2-norm (one fused read of every gradient; the inf-norm is ~20x slower on CPU):
+    NaN/±inf make it non-finite, and so can overflow of huge finite values, hence the exact
+    per-tensor recheck of the flagged ones only.
     """
     flags = torch.ones(len(grads), dtype=torch.bool, device=grads[0].device)
     full = [i for i, g in enumerate(grads) if g.numel()]
-    if not full:
-        return flags
-    screen = torch.isfinite(torch.stack(torch._foreach_norm([grads[i] for i in full], 2)))
-    if not bool(screen.all()):
-        for i, ok in zip(full, screen.tolist(), strict=True):
-            if not ok:
-                flags[i] = bool(torch.isfinite(grads[i]).all())
+    if full:
+        screened = torch.isfinite(torch.stack(torch._foreach_norm([grads[i] for i in full], 2)))
+        for j in (~screened).nonzero().flatten().tolist():
+            screened[j] = bool(torch.isfinite(grads[full[j]]).all())
+        flags[full] = screened.to(flags.device)
     return flags
 
 
@@ -535,13 +533,6 @@ def _numel_expected(key: str, p: torch.Tensor) -> int:
     if key.startswith("row_"):
         return p.shape[0]
     return p.numel()
-
-
-def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """View a tensor as ``(rows, -1)`` (scalars stay scalars; an empty shard keeps its column count)."""
-    if not t.ndim:
-        return t
-    return t.reshape(rows, -1) if rows else t.reshape(0, math.prod(t.shape[1:]))
 
 
 def _pack(states: list[dict[str, Any]]) -> None:
@@ -592,6 +583,13 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
         return tensors[0].unsqueeze(0)
     view = _stacked_view(tensors)
     return view if view is not None else torch.stack(tensors)
+
+
+def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """View a tensor as ``(rows, -1)`` (scalars stay scalars; an empty shard keeps its column count)."""
+    if not t.ndim:
+        return t
+    return t.reshape(rows, -1) if rows else t.reshape(0, math.prod(t.shape[1:]))
 
 
 class BucketWork(NamedTuple):

@@ -84,22 +84,41 @@ def test_restarts_keep_long_schedules_accurate_in_fp32():
 
 
 def test_form_choice_by_aspect_and_dtype():
-    assert ns_form(768, 3072, torch.float32) == "gram"
-    assert ns_form(3072, 768, torch.float32) == "gram"  # tall: transposed first
+    assert ns_form(768, 3072, torch.float64) == "gram"
+    assert ns_form(3072, 768, torch.float64) == "gram"  # tall: transposed first
     assert ns_form(768, 2304, torch.float64) == "gram"
-    assert ns_form(768, 768, torch.float32) == "direct"
-    assert ns_form(768, int(GRAM_ASPECT * 768) - 1, torch.float32) == "direct"
+    assert ns_form(768, 768, torch.float64) == "direct"
+    assert ns_form(768, int(GRAM_ASPECT * 768) - 1, torch.float64) == "direct"
+    assert (
+        ns_form(768, 3072, torch.float32) == "direct"
+    )  # fp32 Gram loses accuracy when ill-conditioned
     assert ns_form(768, 3072, torch.bfloat16) == "direct"  # low precision keeps the direct form
     assert ns_form(768, 3072, torch.float16) == "direct"
 
 
 def test_auto_form_is_used_and_input_is_not_modified():
-    X = torch.randn(2, 16, 64)
+    X = torch.randn(2, 16, 64, dtype=torch.float64)
     before = X.clone()
-    auto = newton_schulz(X, JORDAN)
+    auto = newton_schulz(X, JORDAN, dtype=torch.float64)
     assert torch.equal(X, before)
-    torch.testing.assert_close(auto, newton_schulz(X, JORDAN, form="gram"), atol=0, rtol=0)
-    torch.testing.assert_close(auto, newton_schulz(X, JORDAN, form="direct"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        auto, newton_schulz(X, JORDAN, dtype=torch.float64, form="gram"), atol=0, rtol=0
+    )
+    torch.testing.assert_close(
+        auto, newton_schulz(X, JORDAN, dtype=torch.float64, form="direct"), atol=1e-10, rtol=0
+    )
+
+
+def test_fp32_gram_form_is_less_accurate_on_ill_conditioned_input():
+    """Why fp32 keeps the direct form: the Gram form's error grows with the condition number."""
+    torch.manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(192, 64))
+    V, _ = torch.linalg.qr(torch.randn(64, 64))
+    X = (V * torch.logspace(0, -4, 64)) @ U.T
+    exact = newton_schulz(X.double(), JORDAN, dtype=torch.float64, form="direct")
+    direct = (newton_schulz(X, JORDAN, form="direct").double() - exact).abs().max()
+    gram = (newton_schulz(X, JORDAN, form="gram").double() - exact).abs().max()
+    assert direct < 1e-5 < gram
 
 
 def test_zero_and_rank_deficient_inputs_stay_finite_in_gram_form():

@@ -1,8 +1,8 @@
 """Run by ``test_diag_fsdp2.py`` under ``torch.distributed.run`` with 2 CPU processes (gloo).
 
 Trains a tiny model sharded with FSDP2 (``ModelParallelStrategy``, ``fully_shard``: parameters
-become ``Shard(0)`` DTensors, uneven 13 + 12 rows for ``fc1``) with both monitors attached, and
-an oracle callback that gathers the full weights after every step. Rank 0 writes what both saw
+become ``Shard(0)`` DTensors, uneven 13 + 12 rows for ``fc1``) with NorMuon and both monitors
+attached, and an oracle callback that gathers the full weights after every step. Rank 0 writes what both saw
 to the JSON file named by the first argument.
 """
 
@@ -17,6 +17,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
+from lightning_muon import NorMuon
 from lightning_muon.callbacks import SpectrumMonitor, UpdateNormMonitor
 from lightning_muon.diagnostics import full_tensor, gathered_row_norms, row_norms
 from lightning_muon.diagnostics.distributed import DTensor
@@ -38,7 +39,7 @@ class Sharded(pl.LightningModule):
         return (self.fc2(torch.tanh(self.fc1(batch))) - batch).pow(2).mean()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=1e-2)
+        return NorMuon(self, lr=1e-2)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         x = torch.randn(64, 16, generator=torch.Generator().manual_seed(self.global_rank))
@@ -68,11 +69,9 @@ class FullWeights(pl.Callback):
 def main(out: str) -> None:
     torch.set_num_threads(1)
     oracle = FullWeights()
-    # fc2 is this toy model's output layer, which the default selection leaves out
+    # fc2 is this toy model's output layer (AdamW branch), which the default selection leaves out
     updates = UpdateNormMonitor(every_n_steps=2, params="fc*")
-    spectra = SpectrumMonitor(
-        every_n_steps=2, params="fc*", sources=["update", "momentum", "weight"]
-    )
+    spectra = SpectrumMonitor(every_n_steps=2, params="fc*")
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
@@ -125,6 +124,7 @@ def main(out: str) -> None:
                     "param": r.param,
                     "source": r.source,
                     "sv": r.singular_values.tolist(),
+                    "orthogonality_error": r.stats.orthogonality_error,
                     "oracle": (
                         torch.linalg.svdvals(
                             oracle.after[r.step][r.param] - oracle.after[r.step - 1][r.param]

@@ -45,9 +45,15 @@ def test_monitors_under_fsdp2(tmp_path: Path) -> None:
         assert len(u["rows"]) == len(u["oracle"]) == (25 if u["param"] == "fc1.weight" else 16)
         assert u["rows"] == pytest.approx(u["oracle"], rel=1e-4, abs=1e-8)
         assert u["ratio"] == pytest.approx(u["oracle_ratio"], rel=1e-5)
-    sources = {s["source"] for s in result["spectra"]}
-    assert sources == {"update", "momentum", "weight"}
+    seen = {(s["param"], s["source"]) for s in result["spectra"]}
+    # NorMuon orthogonalizes fc1 only (fc2 is the output layer): its direction is a gathered DTensor
+    assert seen == {("fc1.weight", "direction")} | {
+        (p, s) for p in ("fc1.weight", "fc2.weight") for s in ("update", "momentum", "weight")
+    }
     for s in result["spectra"]:
         assert len(s["sv"]) == 16
         if s["oracle"] is not None:
             assert s["sv"] == pytest.approx(s["oracle"], rel=1e-4, abs=1e-7)
+        if s["source"] == "direction":  # the Newton–Schulz band of the whole matrix
+            assert 0.6 < min(s["sv"]) and max(s["sv"]) < 1.25
+            assert s["orthogonality_error"] < 0.35

@@ -20,7 +20,15 @@ from lightning_muon.cli import MuonLightningCLI, check_strategy, main
 from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning import OptimizerConfigError, StaleParametersError, WarmupCosineLR
 from lightning_muon.lightning.gpt import GPTLanguageModel
-from tests.lightning.tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches
+from tests.lightning.tiny_setup import (
+    ADAMW_NAMES,
+    HAND_WRITTEN_BRANCHES,
+    MUON_NAMES,
+    TINY_DATA,
+    TINY_MODEL,
+    HandWritten,
+    branches,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,9 +49,12 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def tiny_args(*extra: str, steps: int = 2, subcommand: str | None = "fit") -> list[str]:
+def tiny_args(
+    *extra: str, steps: int = 2, subcommand: str | None = "fit", gpt: bool = True
+) -> list[str]:
     args = ([subcommand] if subcommand else []) + ["--seed_everything", "0"]
-    args += [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
+    if gpt:
+        args += [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
     args += [f"--data.{k}={v}" for k, v in TINY_DATA.items()]
     args += [
         f"--trainer.max_steps={steps}",
@@ -67,7 +78,9 @@ class Recorder:
         cli = cli_class(
             model_class,
             ByteCorpusDataModule,
-            args=tiny_args(*extra, steps=steps, subcommand=None),
+            args=tiny_args(
+                *extra, steps=steps, subcommand=None, gpt=issubclass(model_class, GPTLanguageModel)
+            ),
             run=False,
             save_config_callback=None,
         )
@@ -127,6 +140,21 @@ def test_stock_lightning_cli_with_a_muon_optimizer_fails_loudly_before_training(
     with pytest.raises(StaleParametersError, match="MuonLightningCLI"):
         cli.trainer.fit(cli.model, cli.datamodule)
     assert all(torch.equal(before[n], p) for n, p in cli.model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    "cli_class, use_param_groups", [(LightningCLI, True), (MuonLightningCLI, False)]
+)
+def test_hand_written_configure_optimizers_through_the_cli(cli_class, use_param_groups):
+    """No --optimizer: the module's own configure_optimizers runs at fit time, after
+    configure_model, with either CLI."""
+    cli, changed = Recorder.run(
+        cli_class, HandWritten, f"--model.use_param_groups={use_param_groups}"
+    )
+    optimizer = cli.trainer.optimizers[0]
+    assert type(optimizer) is (lm.Muon if use_param_groups else lm.MuonVS)
+    assert branches(optimizer) == HAND_WRITTEN_BRANCHES
+    assert changed == HAND_WRITTEN_BRANCHES["muon"] | HAND_WRITTEN_BRANCHES["adamw"]
 
 
 def test_mixin_settings_on_the_command_line():
@@ -222,7 +250,9 @@ def test_quickstart_recipe_runs_the_main_job(tmp_path):
         0.02,
     ]
     assert list(run.glob("events.out.tfevents.*"))
-    assert "optimizer: normuon" in (run / "config.yaml").read_text()
+    config = (run / "config.yaml").read_text()
+    assert "optimizer: normuon" in config
+    assert "UpdateNormMonitor" in config and "SpectrumMonitor" in config
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
     assert {g["name"] for g in last["optimizer_states"][0]["param_groups"]} == {"muon", "adamw"}
