@@ -36,37 +36,26 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.orthogonalize import GRAM_SEGMENT, ns_form
+from ..core.orthogonalize import ns_flops as newton_schulz_flops
 
 Shape = tuple[int, ...]
 
 
-def _short_long(shape: Shape) -> tuple[int, int]:
+def _matrix(shape: Shape) -> tuple[int, int]:
     cols = 1
     for d in shape[1:]:
         cols *= d
-    return min(shape[0], cols), max(shape[0], cols)
+    return shape[0], cols
 
 
 def ns_flops(shape: Shape, steps: int = 5) -> int:
     """FLOPs of ``steps`` direct-form Newton–Schulz iterations on ``shape`` (flattened to 2-D)."""
-    m, n = _short_long(shape)
-    return steps * (4 * m * m * n + 2 * m**3)
+    return newton_schulz_flops(*_matrix(shape), steps, form="direct")
 
 
 def ns_flops_executed(shape: Shape, steps: int, dtype: torch.dtype) -> int:
-    """FLOPs :func:`~lightning_muon.core.orthogonalize.newton_schulz` executes in ``dtype``.
-
-    Gram form, per restart segment of ``L`` steps: ``4m²n + (8L - 6)m³``.
-    """
-    m, n = _short_long(shape)
-    if ns_form(m, n, dtype) == "direct":
-        return ns_flops(shape, steps)
-    total = 0
-    for start in range(0, steps, GRAM_SEGMENT):
-        length = min(GRAM_SEGMENT, steps - start)
-        total += 4 * m * m * n + (8 * length - 6) * m**3
-    return total
+    """FLOPs :func:`~lightning_muon.core.orthogonalize.newton_schulz` executes in ``dtype``."""
+    return newton_schulz_flops(*_matrix(shape), steps, dtype)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,33 @@ def ns_form(m: int, n: int, dtype: torch.dtype) -> str:
     return "gram" if dtype in _GRAM_DTYPES and n >= GRAM_ASPECT * m else "direct"
 
 
+def ns_flops(
+    m: int, n: int, steps: int, dtype: torch.dtype = torch.float32, form: str = "auto"
+) -> int:
+    """FLOPs of the matrix products :func:`newton_schulz` runs on one ``m × n`` matrix.
+
+    Direct form ``T(4a²b + 2a³)`` (``a = min(m, n)``, ``b = max(m, n)``); Gram form
+    ``4a²b + (8L - 6)a³`` per restart segment of ``L`` steps. ``form="auto"`` is the form
+    :func:`newton_schulz` picks for ``dtype`` (:func:`ns_form`).
+
+    Example:
+        >>> ns_flops(768, 3072, 5, torch.float32)  # direct
+        40768634880
+        >>> ns_flops(768, 3072, 5, torch.float32, form="gram")
+        22649241600
+    """
+    a, b = min(m, n), max(m, n)
+    if form == "auto":
+        form = ns_form(a, b, dtype)
+    if form == "direct":
+        return steps * (4 * a * a * b + 2 * a**3)
+    total = 0
+    for start in range(0, steps, GRAM_SEGMENT):
+        length = min(GRAM_SEGMENT, steps - start)
+        total += 4 * a * a * b + (8 * length - 6) * a**3
+    return total
+
+
 def _direct(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
     """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two buffers.
 
