@@ -35,9 +35,9 @@ def variance_(
     return gamma.mul_(beta).addcmul_(diff, diff, value=beta * (1.0 - beta))
 
 
-def bias_correction(beta: float, step: torch.Tensor) -> torch.Tensor:
-    """``1 - β^t`` for a (broadcastable) tensor of step counts ``t ≥ 1``."""
-    return 1.0 - torch.pow(torch.as_tensor(beta, dtype=step.dtype, device=step.device), step)
+def bias_correction(beta: float, step: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``1 - β^t`` in ``dtype`` for a (broadcastable) tensor of step counts ``t ≥ 1`` (computed in float64)."""
+    return (1.0 - torch.pow(beta, step.to(torch.float64))).to(dtype)
 
 
 def nsr_direction(

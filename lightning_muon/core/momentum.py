@@ -39,5 +39,8 @@ def heavy_ball_(
 
     ``first`` broadcasts against ``buffer`` (one flag per stacked matrix).
     """
-    buffer.mul_(torch.where(first, 0.0, mu)).add_(grad)
+    factor = torch.full(first.shape, mu, dtype=buffer.dtype, device=buffer.device).masked_fill_(
+        first, 0.0
+    )
+    buffer.mul_(factor).add_(grad)
     return buffer

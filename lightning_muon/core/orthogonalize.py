@@ -127,8 +127,9 @@ def newton_schulz(
     transposed = batch.size(-2) > batch.size(-1)
     if transposed:
         batch = batch.mT
-    norm = torch.linalg.matrix_norm(batch.float(), keepdim=True)
-    Y = (batch.float() / (norm * table.norm_scale + eps)).to(compute)
+    wide = batch.to(torch.promote_types(batch.dtype, torch.float32))
+    norm = torch.linalg.matrix_norm(wide, keepdim=True)
+    Y = (wide / (norm * table.norm_scale + eps)).to(compute)
     for a, b, c in table.schedule(steps):
         A = torch.bmm(Y, Y.mT)
         B = torch.baddbmm(A, A, A, beta=b, alpha=c)

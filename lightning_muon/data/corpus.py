@@ -40,6 +40,10 @@ between machines) and the test suites (full of deliberately malformed and non-UT
 _SNIFF_BYTES = 8192
 
 
+class CorpusError(ValueError):
+    """A data path that does not exist, holds no text, or is too small for the requested split."""
+
+
 def stdlib_dir() -> Path:
     """Return the directory of the running interpreter's standard library."""
     return Path(sysconfig.get_paths()["stdlib"])
@@ -67,11 +71,11 @@ def text_files(folder: str | Path) -> list[Path]:
     (names starting with ``.``) are skipped. ``folder`` may also be a single file.
 
     Raises:
-        ValueError: ``folder`` does not exist.
+        CorpusError: ``folder`` does not exist.
     """
     root = Path(folder).expanduser()
     if not root.exists():
-        raise ValueError(f"data_dir={str(folder)!r} does not exist.")
+        raise CorpusError(f"data_dir={str(folder)!r} does not exist.")
     if root.is_file():
         return [root] if _looks_like_text(root) else []
     candidates = [
@@ -123,7 +127,8 @@ def load_corpus(data_dir: str | Path | None = None, max_bytes: int | None = None
         max_bytes: Cap on the corpus size in bytes (``None``: no cap).
 
     Raises:
-        ValueError: ``data_dir`` does not exist or holds no text, or ``max_bytes`` is not positive.
+        CorpusError: ``data_dir`` does not exist or holds no text.
+        ValueError: ``max_bytes`` is not positive.
     """
     if data_dir is None:
         files = stdlib_source_files()
@@ -133,7 +138,7 @@ def load_corpus(data_dir: str | Path | None = None, max_bytes: int | None = None
         where = f"data_dir={str(data_dir)!r}"
     data = read_bytes(files, max_bytes=max_bytes)
     if not data:
-        raise ValueError(
+        raise CorpusError(
             f"{where} contains no UTF-8 text files (looked for files without NUL bytes "
             "that decode as UTF-8)."
         )

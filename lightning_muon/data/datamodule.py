@@ -11,11 +11,13 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_muon.data.corpus import VOCAB_SIZE, load_corpus, split_corpus
+from lightning_muon.data.corpus import VOCAB_SIZE, CorpusError, load_corpus, split_corpus
 from lightning_muon.data.windows import FixedWindows, RandomWindowBatches, ResumableLoader
 
 
@@ -64,6 +66,8 @@ class ByteCorpusDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers!r}.")
         if max_val_windows is not None and max_val_windows < 1:
             raise ValueError(f"max_val_windows must be positive or None, got {max_val_windows!r}.")
+        if data_dir is not None and not Path(data_dir).expanduser().exists():
+            raise CorpusError(f"data_dir={data_dir!r} does not exist.")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.block_size = block_size
@@ -85,7 +89,7 @@ class ByteCorpusDataModule(pl.LightningDataModule):
         train, val = split_corpus(tokens, self.val_fraction, seed=self.seed)
         for what, stream in (("training", train), ("validation", val)):
             if stream.numel() < self.block_size + 1:
-                raise ValueError(
+                raise CorpusError(
                     f"The {what} split has {stream.numel()} bytes, fewer than block_size + 1 = "
                     f"{self.block_size + 1} (data_dir={self.data_dir!r}, "
                     f"max_bytes={self.max_bytes!r}, val_fraction={self.val_fraction!r})."

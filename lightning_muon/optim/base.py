@@ -117,6 +117,11 @@ class MuonFamilyOptimizer(Optimizer):
         for i, group in enumerate(self.param_groups):
             self._validate_group(group, f" (param group {i})")
             for p in group["params"]:
+                if group["branch"] == "muon" and p.ndim < 2:
+                    raise ValueError(
+                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {tuple(p.shape)} is in a "
+                        "branch='muon' group but is not a matrix; put 1-D parameters in a branch='adamw' group"
+                    )
                 if p.is_complex():
                     raise ValueError(
                         f"{type(self).__name__} does not support complex parameters: {self._name_of(p)}"
@@ -241,8 +246,9 @@ class MuonFamilyOptimizer(Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support complex gradients: {self._name_of(p)}"
                     )
-                params.append(p)
-                grads.append(_local(p.grad))
+                if _local(p.grad).numel():
+                    params.append(p)
+                    grads.append(_local(p.grad))
         if not grads:
             return True
         finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)))

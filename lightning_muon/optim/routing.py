@@ -7,7 +7,7 @@ input carries:
 * an ``nn.Module``: module types (``nn.Embedding``, norm layers, ``nn.Linear`` heads, the first
   convolution), tied weights and names;
 * ``named_parameters()`` pairs: names (``wte``, ``embed_tokens``, ``lm_head``, ``classifier``, …),
-  tied tensors and shapes;
+  tied tensors (visible only with ``named_parameters(remove_duplicate=False)``) and shapes;
 * plain tensors: shapes only (warns: embeddings and heads cannot be recognised, except through the
   ``vocab_size`` hint);
 * group dicts marking their branch (``{"params": [...], "branch": "muon" | "adamw"}``; KJ-style
@@ -126,7 +126,9 @@ def _name_reason(name: str, p: torch.Tensor, vocab_size: int | None) -> tuple[st
     if p.ndim < 2:
         return "adamw", "1-D or scalar (bias, norm gain or scalar)"
     parts = name.split(".")
-    if _EMBEDDING_NAME.search(name):
+    if _EMBEDDING_NAME.search(name) or any(
+        part.endswith("_token") or part == "token" for part in parts
+    ):
         return "adamw", "embedding (by name)"
     if any(part in _HEAD_NAMES for part in parts):
         return "adamw", "output head (by name)"
@@ -153,11 +155,13 @@ def _module_routes(
             owners.setdefault(key, []).append((mod_name, mod))
     _reject_fsdp1(first_name.values(), model)
 
-    vocab_sizes = {
+    # The token vocabulary is the largest embedding table (position tables are smaller), or the hint.
+    tables = [
         m.num_embeddings for m in modules.values() if isinstance(m, nn.Embedding | nn.EmbeddingBag)
-    }
+    ]
+    vocab_sizes = {max(tables)} if tables else set()
     if vocab_size is not None:
-        vocab_sizes.add(vocab_size)
+        vocab_sizes = {vocab_size}
     linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
     convs = [name for name, m in modules.items() if isinstance(m, _CONV_TYPES)]
     has_named_head = any(name.split(".")[-1] in _HEAD_NAMES for name in linears)
@@ -183,9 +187,12 @@ def _module_routes(
             branch, reason = "adamw", "output layer (the model's last nn.Linear)"
         elif convs and any(n == convs[0] for n, _ in mods):
             branch, reason = "adamw", "input layer (the model's first convolution)"
-        else:
-            branch = "muon"
-            reason = "convolution, flattened to (out, in*k...)" if p.ndim > 2 else "hidden matrix"
+        elif any(isinstance(m, _CONV_TYPES) for m in types):
+            branch, reason = "muon", "convolution, flattened to (out, in*k...)"
+        elif any(isinstance(m, nn.Linear) for m in types):
+            branch, reason = "muon", "hidden matrix"
+        else:  # a free parameter of a custom module (e.g. pos_embedding, cls_token): its name decides
+            branch, reason = _name_reason(name, p, vocab_size)
         routes.append((name, p, branch, reason))
     return routes
 

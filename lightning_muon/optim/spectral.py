@@ -136,9 +136,11 @@ class SpectralMuon(MuonFamilyOptimizer):
         beta1, beta2 = group["betas"]
         m = ema_(S["exp_avg"], G, beta1)
         v = second_moment_(S["exp_avg_sq"], G, beta2)
-        return adam_direction(
-            m, v, bias_correction(beta1, S["step"]), bias_correction(beta2, S["step"]), group["eps"]
+        c1, c2 = (
+            bias_correction(beta1, S["step"], G.dtype),
+            bias_correction(beta2, S["step"], G.dtype),
         )
+        return adam_direction(m, v, c1, c2, group["eps"])
 
     def _orthogonalize(self, X: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         if group["power"] == 0.0:

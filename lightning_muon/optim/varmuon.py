@@ -46,7 +46,7 @@ class _VarianceAdaptiveMuon(MuonFamilyOptimizer):
         M, gamma = S["momentum_buffer"], S["variance"]
         variance_(gamma, M, G, beta)
         ema_(M, G, beta)
-        correction = bias_correction(beta, S["step"])
+        correction = bias_correction(beta, S["step"], G.dtype)
         M_hat = M / correction
         gamma_hat = gamma / correction
         M_tilde = G + (beta / (1.0 - beta)) * M_hat if group["nesterov"] else M_hat

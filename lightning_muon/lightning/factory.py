@@ -1,0 +1,248 @@
+"""Build a routed optimizer (and an optional LR schedule) for a model from a name and keyword args.
+
+One entry point for every configuration path: the :class:`~lightning_muon.MuonMixin`, the
+``MuonLightningCLI`` and hand-written ``configure_optimizers`` all call :func:`build_optimizer`, so
+the parameters are always the module's live, named parameters at fit time.
+
+* A Muon-family class receives the module itself and routes by module type and name: hidden
+  matrices go to the orthogonal ("muon") branch; embeddings, the output head, norms, biases and
+  scalars to the AdamW branch.
+* Any other ``torch.optim.Optimizer`` (the baseline ``"adamw"`` is ``torch.optim.AdamW``) receives
+  the usual two groups: ``"decay"`` (tensors with ``ndim >= 2``) with the given ``weight_decay`` and
+  ``"no_decay"`` (biases, norm gains, scalars) with ``weight_decay = 0``.
+
+Only the hyperparameters given are passed on: a class's own defaults apply to everything else,
+so no default of another optimizer can leak in.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
+    >>> opt = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.1)
+    >>> [(g["name"], len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
+    [('decay', 1, 0.1), ('no_decay', 3, 0.0)]
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from lightning_muon.lightning.schedules import SCHEDULES
+
+BASELINES: dict[str, type[Optimizer]] = {"adamw": torch.optim.AdamW}
+"""Non-Muon optimizers offered by name, for comparison runs."""
+
+
+class OptimizerConfigError(ValueError):
+    """An optimizer or schedule configuration that cannot work; raised before training starts."""
+
+
+def _muon_registry() -> dict[str, type[Optimizer]]:
+    from lightning_muon.optim.registry import OPTIMIZERS
+
+    return dict(OPTIMIZERS)
+
+
+def _muon_base() -> type[Optimizer]:
+    from lightning_muon.optim.base import MuonFamilyOptimizer
+
+    return MuonFamilyOptimizer
+
+
+def available_optimizers() -> dict[str, type[Optimizer]]:
+    """Optimizers selectable by name: the Muon family plus the baseline ``"adamw"``.
+
+    Names are case-insensitive in :func:`build_optimizer`; class names (``"NorMuon"``) and dotted
+    import paths (``"torch.optim.SGD"``) work too.
+    """
+    return {**_muon_registry(), **BASELINES}
+
+
+def is_muon_family(cls: type) -> bool:
+    """Whether ``cls`` is one of the routed Muon-family optimizers."""
+    return isinstance(cls, type) and issubclass(cls, _muon_base())
+
+
+def resolve_optimizer_class(name_or_class: str | type[Optimizer]) -> type[Optimizer]:
+    """Turn a registry name, class name, dotted path or class into an optimizer class.
+
+    Raises:
+        OptimizerConfigError: Unknown name (the message lists the valid ones) or not an optimizer.
+    """
+    if isinstance(name_or_class, type):
+        if not issubclass(name_or_class, Optimizer):
+            raise OptimizerConfigError(
+                f"optimizer={name_or_class!r} is not a torch.optim.Optimizer subclass."
+            )
+        return name_or_class
+    if not isinstance(name_or_class, str) or not name_or_class.strip():
+        raise OptimizerConfigError(
+            f"optimizer must be a name or an Optimizer class, got {name_or_class!r}. "
+            f"Valid names: {', '.join(sorted(available_optimizers()))}."
+        )
+    name = name_or_class.strip()
+    if name.lower() in BASELINES:
+        return BASELINES[name.lower()]
+    if "." in name:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, Optimizer):
+            return cls
+    from lightning_muon.optim.registry import get_optimizer_class
+
+    try:
+        return get_optimizer_class(name)
+    except ValueError:
+        pass
+    raise OptimizerConfigError(
+        f"Unknown optimizer {name_or_class!r}. Valid names: "
+        f"{', '.join(sorted(available_optimizers()))} (case-insensitive; class names such as "
+        "'NorMuon' and dotted paths to torch.optim.Optimizer subclasses also work)."
+    )
+
+
+def accepted_hparams(cls: type) -> set[str] | None:
+    """Keyword arguments ``cls.__init__`` accepts besides ``params`` (``None``: any, via ``**``)."""
+    signature = inspect.signature(cls.__init__)
+    names = set()
+    for parameter in list(signature.parameters.values())[1:]:
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if parameter.kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            names.add(parameter.name)
+    names.discard("params")
+    return names
+
+
+def check_hparams(cls: type, hparams: Mapping[str, Any], what: str = "") -> None:
+    """Raise :class:`OptimizerConfigError` naming every key of ``hparams`` that ``cls`` rejects."""
+    accepted = accepted_hparams(cls)
+    if accepted is None:
+        return
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        raise OptimizerConfigError(
+            f"{what or cls.__name__} does not accept {', '.join(map(repr, unknown))}. "
+            f"Accepted: {', '.join(sorted(accepted))}."
+        )
+
+
+def _construct(cls: type, first: Any, hparams: dict[str, Any]) -> Any:
+    try:
+        return cls(first, **hparams)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, OptimizerConfigError):
+            raise
+        given = ", ".join(f"{key}={value!r}" for key, value in hparams.items())
+        raise OptimizerConfigError(f"{cls.__name__}({given}) failed: {error}") from error
+
+
+def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The usual AdamW split: ``"decay"`` (``ndim >= 2``) and ``"no_decay"`` (the rest).
+
+    Only parameters with ``requires_grad`` are included; empty groups are dropped. Each group has
+    ``"name"`` (read by ``LearningRateMonitor``) and ``"param_names"``.
+    """
+    groups: dict[str, dict[str, Any]] = {
+        "decay": {"params": [], "param_names": [], "weight_decay": weight_decay, "name": "decay"},
+        "no_decay": {"params": [], "param_names": [], "weight_decay": 0.0, "name": "no_decay"},
+    }
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        group = groups["decay" if parameter.ndim >= 2 else "no_decay"]
+        group["params"].append(parameter)
+        group["param_names"].append(name)
+    return [group for group in groups.values() if group["params"]]
+
+
+def build_optimizer(
+    model: nn.Module, name_or_class: str | type[Optimizer] = "muon", **hparams: Any
+) -> Optimizer:
+    """Build one optimizer over ``model``'s live, named parameters.
+
+    Args:
+        model: The module to optimize (a ``LightningModule`` works; call this at fit time, after
+            ``configure_model``, e.g. inside ``configure_optimizers``).
+        name_or_class: A name from :func:`available_optimizers`, a class name, a dotted path or an
+            optimizer class.
+        **hparams: Constructor arguments of that class (only these are passed on).
+
+    Returns:
+        The optimizer. Muon-family optimizers hold a ``"muon"`` and an ``"adamw"`` param group.
+
+    Raises:
+        OptimizerConfigError: Unknown optimizer, rejected hyperparameters or values, a model
+            without trainable parameters, or a Muon-family optimizer for a model with no matrix
+            parameter its orthogonal branch can take.
+    """
+    cls = resolve_optimizer_class(name_or_class)
+    check_hparams(cls, hparams)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise OptimizerConfigError(
+            f"{type(model).__name__} has no trainable parameters to optimize with {cls.__name__}."
+        )
+    if is_muon_family(cls):
+        return _construct(cls, model, dict(hparams))
+    hparams = dict(hparams)
+    accepted = accepted_hparams(cls)
+    if accepted is not None and "weight_decay" not in accepted:
+        return _construct(cls, model.parameters(), hparams)
+    weight_decay = hparams.pop("weight_decay", _default_of(cls, "weight_decay", 0.0))
+    return _construct(cls, decay_param_groups(model, weight_decay), hparams)
+
+
+def _default_of(cls: type, name: str, fallback: Any) -> Any:
+    parameter = inspect.signature(cls.__init__).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return fallback
+    return parameter.default
+
+
+def available_schedules() -> dict[str, type[LRScheduler]]:
+    """Learning-rate schedules selectable by name (see :mod:`lightning_muon.lightning.schedules`)."""
+    return dict(SCHEDULES)
+
+
+def build_lr_scheduler(
+    optimizer: Optimizer, name: str, total_steps: int | None, **kwargs: Any
+) -> LRScheduler:
+    """Build the schedule ``name`` (``"constant"``, ``"cosine"``, ``"linear"``, ``"wsd"``).
+
+    Raises:
+        OptimizerConfigError: Unknown name, rejected keyword arguments or invalid values.
+    """
+    key = name.lower().strip() if isinstance(name, str) else name
+    if key not in SCHEDULES:
+        raise OptimizerConfigError(
+            f"Unknown lr_schedule {name!r}. Valid: {', '.join(sorted(SCHEDULES))}."
+        )
+    cls = SCHEDULES[key]
+    check_hparams(cls, kwargs, what=f"lr_schedule={key!r}")
+    try:
+        return cls(optimizer, total_steps=total_steps, **kwargs)
+    except ValueError as error:
+        raise OptimizerConfigError(str(error)) from error
+
+
+def lightning_optimizer_config(
+    optimizer: Optimizer, scheduler: LRScheduler | None = None
+) -> dict[str, Any]:
+    """``configure_optimizers``' return value: the optimizer and a per-step scheduler."""
+    if scheduler is None:
+        return {"optimizer": optimizer}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,12 @@
+"""Run the Lightning-integration tests single-threaded (CI machines are small and shared)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,227 @@
+"""Real LightningCLI invocations: --optimizer/--lr_scheduler flags (MuonLightningCLI and the stock
+CLI), the mixin's --model.* settings, --print_config, bad input, and the quick-start recipe."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches
+from torch import nn
+
+import lightning_muon as lm
+from lightning_muon.cli import MuonLightningCLI, check_strategy, main
+from lightning_muon.data import ByteCorpusDataModule
+from lightning_muon.lightning import OptimizerConfigError, StaleParametersError, WarmupCosineLR
+from lightning_muon.lightning.gpt import GPTLanguageModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ReplacesParameters(GPTLanguageModel):
+    """configure_model swaps every parameter for a new object, as FSDP2's fully_shard does."""
+
+    def configure_model(self) -> None:
+        for module in self.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                setattr(module, name, nn.Parameter(p.detach().clone()))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """No pytest flags in sys.argv; configs and logs land in a temporary directory."""
+    monkeypatch.setattr(sys, "argv", ["lightning-muon"])
+    monkeypatch.chdir(tmp_path)
+
+
+def tiny_args(*extra: str, steps: int = 2, subcommand: str | None = "fit") -> list[str]:
+    args = ([subcommand] if subcommand else []) + ["--seed_everything", "0"]
+    args += [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
+    args += [f"--data.{k}={v}" for k, v in TINY_DATA.items()]
+    args += [
+        f"--trainer.max_steps={steps}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+    ]
+    return args + list(extra)
+
+
+class Recorder:
+    """Wraps a CLI class so the test can read the model's weights before fit starts."""
+
+    @staticmethod
+    def run(cli_class, model_class, *extra: str, steps: int = 2):
+        cli = cli_class(
+            model_class,
+            ByteCorpusDataModule,
+            args=tiny_args(*extra, steps=steps, subcommand=None),
+            run=False,
+            save_config_callback=None,
+        )
+        before = {n: p.detach().clone() for n, p in cli.model.named_parameters()}
+        cli.trainer.fit(cli.model, cli.datamodule)
+        after = dict(cli.model.named_parameters())
+        changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
+        return cli, changed
+
+
+def test_optimizer_and_scheduler_flags_build_at_fit_time_from_live_named_parameters():
+    cli, changed = Recorder.run(
+        MuonLightningCLI,
+        ReplacesParameters,
+        "--optimizer=NorMuon",
+        "--optimizer.lr=0.02",
+        "--optimizer.momentum=0.9",
+        "--lr_scheduler=WarmupCosineLR",
+        "--lr_scheduler.warmup_steps=1",
+        "--lr_scheduler.min_lr_ratio=0.1",
+        steps=3,
+    )
+    optimizer = cli.trainer.optimizers[0]
+    assert type(optimizer) is lm.NorMuon
+    assert branches(optimizer) == {"muon": MUON_NAMES, "adamw": ADAMW_NAMES}
+    assert {g["momentum"] for g in optimizer.param_groups if g["branch"] == "muon"} == {0.9}
+    assert changed == MUON_NAMES | ADAMW_NAMES  # the live (replaced) parameters trained
+    config = cli.trainer.lr_scheduler_configs[0]
+    assert isinstance(config.scheduler, WarmupCosineLR) and config.interval == "step"
+    assert config.scheduler.total_steps == 3  # filled in from the Trainer
+    # stepped once per optimizer step: after 3 of 3 steps the cosine has reached min_lr_ratio
+    assert config.scheduler.last_epoch == 3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02 * 0.1)
+
+
+def test_full_class_path_and_a_torch_optimizer_work_too():
+    cli, changed = Recorder.run(
+        MuonLightningCLI, ReplacesParameters, "--optimizer=lightning_muon.MuonVS"
+    )
+    assert type(cli.trainer.optimizers[0]) is lm.MuonVS and changed == MUON_NAMES | ADAMW_NAMES
+    cli, changed = Recorder.run(
+        MuonLightningCLI, ReplacesParameters, "--optimizer=AdamW", "--optimizer.lr=0.01"
+    )
+    assert type(cli.trainer.optimizers[0]) is torch.optim.AdamW
+    assert changed == MUON_NAMES | ADAMW_NAMES
+
+
+def test_stock_lightning_cli_with_a_muon_optimizer_fails_loudly_before_training():
+    cli = LightningCLI(
+        ReplacesParameters,
+        ByteCorpusDataModule,
+        args=tiny_args("--optimizer=lightning_muon.NorMuon", subcommand=None),
+        run=False,
+        save_config_callback=None,
+    )
+    before = {n: p.detach().clone() for n, p in cli.model.named_parameters()}
+    with pytest.raises(StaleParametersError, match="MuonLightningCLI"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    assert all(torch.equal(before[n], p) for n, p in cli.model.named_parameters())
+
+
+def test_mixin_settings_on_the_command_line():
+    cli, changed = Recorder.run(
+        MuonLightningCLI,
+        GPTLanguageModel,
+        "--model.optimizer=muon_nsr",
+        "--model.lr=0.01",
+        "--model.lr_schedule=wsd",
+        "--model.optimizer_kwargs={alpha: 10.0}",
+    )
+    optimizer = cli.trainer.optimizers[0]
+    assert type(optimizer) is lm.MuonNSR
+    assert branches(optimizer) == {"muon": MUON_NAMES, "adamw": ADAMW_NAMES}
+    assert {g["alpha"] for g in optimizer.param_groups if g["branch"] == "muon"} == {10.0}
+    assert optimizer.param_groups[0]["initial_lr"] == 0.01
+    assert changed == MUON_NAMES | ADAMW_NAMES
+
+
+def test_print_config_round_trips(tmp_path, capsys):
+    flags = ["--optimizer=NorMuon", "--optimizer.lr=0.03", "--lr_scheduler=WarmupStableDecayLR"]
+    with pytest.raises(SystemExit):
+        MuonLightningCLI(
+            GPTLanguageModel, ByteCorpusDataModule, args=tiny_args(*flags, "--print_config")
+        )
+    first = capsys.readouterr().out
+    assert "class_path: lightning_muon.NorMuon" in first and "lr: 0.03" in first
+    assert "fit_time_optimizer" not in first  # hidden link targets stay out of the config
+    path = tmp_path / "config.yaml"
+    path.write_text(first)
+    with pytest.raises(SystemExit):
+        MuonLightningCLI(
+            GPTLanguageModel,
+            ByteCorpusDataModule,
+            args=["fit", "--config", str(path), "--print_config"],
+        )
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--optimizer=NoSuchOptimizer"], "NoSuchOptimizer"),
+        (["--optimizer=NorMuon", "--optimizer.bogus=1"], "bogus"),
+        (["--optimizer=Muon"], "lightning_muon.Muon"),  # ambiguous with torch.optim.Muon
+        (["--model.optimizer=nomuon"], "Unknown optimizer 'nomuon'. Valid names: adamuon, adamw"),
+        (["--optimizer=NorMuon", "--optimizer.lr=-1"], "lr"),
+        (["--optimizer=NorMuon", "--model.lr=0.1"], "conflicts with --model.lr=0.1"),
+        (["--lr_scheduler=WarmupCosineLR", "--model.lr_schedule=cosine"], "give one schedule"),
+        (["--data.data_dir=/no/such/corpus"], "data_dir='/no/such/corpus' does not exist"),
+        (["--model.lr_schedule=cosine", "--model.warmup_steps=50"], "warmup_steps must lie in"),
+    ],
+)
+def test_bad_input_stops_with_one_clear_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(tiny_args(*flags))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_fsdp1_is_refused_for_the_muon_family_only():
+    with pytest.raises(OptimizerConfigError, match="FSDP2"):
+        check_strategy(lm.NorMuon, FSDPStrategy())
+    check_strategy(torch.optim.AdamW, FSDPStrategy())
+    check_strategy(lm.NorMuon, DDPStrategy())
+
+
+def test_quickstart_recipe_runs_the_main_job(tmp_path):
+    """`python -m lightning_muon.cli fit --config recipes/quickstart.yaml` with a tiny budget."""
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_muon.cli",
+        "fit",
+        "--config",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--model.warmup_steps=1",
+        "--data.max_bytes=200000",
+        "--data.batch_size=2",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "lightning_logs" / "version_0"
+    with open(run / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert any(r["train_loss"] for r in rows) and any(r["val_loss"] for r in rows)
+    assert any(r.get("lr-NorMuon/muon") for r in rows)
+    assert list(run.glob("events.out.tfevents.*"))
+    assert (run / "config.yaml").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4
+    assert "NorMuon parameter routing" in result.stderr + result.stdout
