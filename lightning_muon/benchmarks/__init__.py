@@ -1,0 +1,1 @@
+"""Runnable benchmarks (``python -m lightning_muon.benchmarks.<name>``)."""
