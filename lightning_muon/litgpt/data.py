@@ -235,7 +235,7 @@ class StdlibText(DataModule):
         return ResumableLoader(windows, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        """The fixed, non-overlapping validation windows, in order (each rank evaluates them all)."""
+        """The fixed, non-overlapping validation windows, in order (Fabric shares them out over ranks)."""
         self.setup()
         assert self.val_tokens is not None
         windows = _ValWindows(self.val_tokens, self.max_seq_length, self.max_val_windows)

@@ -76,7 +76,9 @@ class UpdateMonitor:
         sums, mins, maxs, rows = [], [], [], []
         for (_, p), old in zip(self.params, before, strict=True):
             w = local(p).detach().float()
-            delta = (w - old).reshape(w.shape[0], -1) if w.ndim >= 2 else (w - old)
+            delta = (w - old).double()  # float64 sums: the row-norm variance cancels in float32
+            delta = delta.reshape(w.shape[0], -1) if w.ndim >= 2 else delta
+            w = w.double()
             r = delta.norm(dim=1) if w.ndim >= 2 else delta.new_zeros(0)
             sums.append(
                 torch.stack([delta.square().sum(), w.square().sum(), r.sum(), r.square().sum()])

@@ -17,7 +17,8 @@ What differs from ``litgpt pretrain`` and why:
   loop measures the update of every parameter (RMS, per-neuron norms, see
   :mod:`lightning_muon.litgpt.monitor`) and logs it with the recipe's logger (CSV by default).
 * The recipe is checked before any process starts (:func:`~lightning_muon.litgpt.recipes.check_recipe`).
-* Validation loss is averaged over ranks (every rank evaluates the same windows).
+* Validation loss is averaged over ranks (each rank evaluates its share of the windows, so
+  ``eval.max_iters`` batches cover as many windows as on one device with the same global batch).
 * No ``torch.compile`` (the eager model shards cleanly; compile the blocks yourself if you need it),
   no ``resume`` / ``initial_checkpoint_dir`` (refused). The final checkpoint is
   ``out_dir/final/lit_model.pth``: a file on one device, a distributed-checkpoint folder with FSDP2.
@@ -98,7 +99,7 @@ def branch_map(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict
 
 @torch.no_grad()
 def validate(fabric: L.Fabric, model: torch.nn.Module, loader: Any, max_iters: int) -> float:
-    """Mean validation loss over at most ``max_iters`` batches, averaged over ranks."""
+    """Mean validation loss over at most ``max_iters`` batches per rank, averaged over ranks."""
     from litgpt.utils import chunked_cross_entropy
 
     model.eval()
@@ -146,8 +147,7 @@ def fit(fabric: L.Fabric, args: dict[str, Any], recipe: dict[str, Any]) -> dict[
 
     tokenizer = Tokenizer(args["tokenizer_dir"]) if args["tokenizer_dir"] else None
     train_dl, val_dl = get_dataloaders(fabric, args["data"], tokenizer, train, model.max_seq_length)
-    train_dl = fabric.setup_dataloaders(train_dl)
-    val_dl = fabric.setup_dataloaders(val_dl, use_distributed_sampler=False)
+    train_dl, val_dl = fabric.setup_dataloaders(train_dl, val_dl)
 
     T = model.max_seq_length
     max_iters = (train.max_tokens // fabric.world_size) // (train.micro_batch_size * T)

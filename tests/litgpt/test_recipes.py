@@ -122,7 +122,9 @@ def test_missing_or_wrong_vocab_hint_is_refused(tiny, tmp_path) -> None:
 def test_hidden_width_equal_to_the_vocabulary_is_caught(tiny, tmp_path) -> None:
     """A hidden size equal to the vocabulary makes the shape hint send that matrix to AdamW."""
     tiny["model_config"]["intermediate_size"] = 256
-    with pytest.raises(ValueError, match=r"h\.0\.mlp\.fc\.weight \(256, 128\) was routed to 'adamw'"):
+    with pytest.raises(
+        ValueError, match=r"h\.0\.mlp\.fc\.weight \(256, 128\) was routed to 'adamw'"
+    ):
         check_recipe(_write(tmp_path, tiny))
 
 
