@@ -43,7 +43,15 @@ from typing import Any
 import torch
 
 from .efficiency_report import markdown_report, plot_curves, spread, steps_to_reach
-from .lm_training import BASELINE, BenchData, ModelSpec, TrainSpec, default_lr, train_run
+from .lm_training import (
+    BASELINE,
+    BenchData,
+    ModelSpec,
+    TrainSpec,
+    default_lr,
+    interleaved_step_times,
+    train_run,
+)
 
 OPTIMIZERS = ("adamw", "muon", "normuon", "adamuon", "muon_nsr", "muon_vs", "spectral_muon")
 PRESETS: dict[str, dict[str, Any]] = {
@@ -53,9 +61,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         warmup_steps=20, eval_every=20, val_windows=64, max_bytes=4_000_000, seeds=[0, 1],
         device="cpu", bf16=False,
     ),
-    # GPT-2-small class (12 x 768, context 1024), 32k tokens/step, 2000 steps, bf16 autocast.
+    # GPT-2-small class (12 x 768, context 1024), 16k tokens/step, 1000 steps (1.4 passes over
+    # the 12 MB standard library), bf16 autocast.
     "gpu": dict(
-        n_layer=12, n_embd=768, n_head=12, block_size=1024, steps=2000, batch_size=32,
+        n_layer=12, n_embd=768, n_head=12, block_size=1024, steps=1000, batch_size=16,
         warmup_steps=100, eval_every=50, val_windows=256, max_bytes=None, seeds=[0, 1, 2],
         device="cuda", bf16=True,
     ),
@@ -105,6 +114,7 @@ class Runner:
             "data": self.data_kwargs,
         }
         self.cache = cache
+        self.threads = args.threads
         self.done: dict[tuple[str, str, int], dict[str, Any]] = {}
         if cache.exists():
             for line in cache.read_text().splitlines():
@@ -143,6 +153,16 @@ class Runner:
             )
         return [self.done[(j[0], repr(j[1]), j[2])] for j in jobs]
 
+    def step_times(self, lrs: dict[str, float], rounds: int) -> dict[str, float]:
+        """Interleaved step times of the chosen configurations, measured in this process."""
+        global _DATA
+        if _DATA is None:
+            _init_worker(self.threads, self.data_kwargs)
+        assert _DATA is not None
+        return interleaved_step_times(
+            lrs, ModelSpec(**self.model_kwargs), TrainSpec(**self.train_kwargs), _DATA, rounds
+        )
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
@@ -177,14 +197,23 @@ def sweep(
 
 
 def summarize(
-    sweeps: dict[str, list[dict[str, Any]]], runs: list[dict[str, Any]], config: dict[str, Any]
+    sweeps: dict[str, list[dict[str, Any]]],
+    runs: list[dict[str, Any]],
+    config: dict[str, Any],
+    step_times: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The main table: per optimizer, the chosen lr's metric, final loss and step time over seeds."""
+    """The main table: per optimizer, the chosen lr's metric, final loss and step time over seeds.
+
+    ``step_times`` (seconds, interleaved measurement) replaces the per-run median step times,
+    which were measured at different moments of a possibly shared machine."""
     seeds, steps = config["seeds"], config["train"]["steps"]
     chosen = {n: min(rs, key=lambda r: r["final_val_loss"])["lr"] for n, rs in sweeps.items()}
     by = {(r["optimizer"], r["lr"], r["seed"]): r for r in runs}
     targets = {s: by[(BASELINE, chosen[BASELINE], s)]["final_val_loss"] for s in seeds}
-    base_time = statistics.median(by[(BASELINE, chosen[BASELINE], s)]["step_time_s"] for s in seeds)
+    times = step_times or {
+        n: statistics.median(by[(n, lr, s)]["step_time_s"] for s in seeds)
+        for n, lr in chosen.items()
+    }
     table = []
     for name, lr in chosen.items():
         mine = [by[(name, lr, s)] for s in seeds]
@@ -195,7 +224,7 @@ def summarize(
         ]
         reached = [x / steps for x in reached if x is not None]
         finals = [r["final_val_loss"] for r in mine]
-        time_s = statistics.median(r["step_time_s"] for r in mine)
+        time_s = times[name]
         table.append(
             {
                 "optimizer": name,
@@ -204,7 +233,7 @@ def summarize(
                 "reached_seeds": len(reached),
                 "final_val_loss": spread(finals),
                 "step_time_ms": 1e3 * time_s,
-                "time_ratio": time_s / base_time,
+                "time_ratio": time_s / times[BASELINE],
             }
         )
     return {
@@ -245,6 +274,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads per process (1: see the docs)"
     )
+    p.add_argument(
+        "--timing-rounds",
+        type=int,
+        default=7,
+        help="interleaved timing rounds of the chosen configurations (0: use per-run medians)",
+    )
     args = p.parse_args(argv)
     if BASELINE not in args.optimizers:
         p.error("--optimizers must include the baseline 'adamw'")
@@ -267,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         chosen = {n: min(rs, key=lambda r: r["final_val_loss"])["lr"] for n, rs in sweeps.items()}
         repeats = runner.run((n, lr, s) for s in args.seeds[1:] for n, lr in chosen.items())
+        step_times = runner.step_times(chosen, args.timing_rounds) if args.timing_rounds else None
     finally:
         runner.close()
     runs = [r for rs in sweeps.values() for r in rs] + repeats
@@ -277,10 +313,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_extensions": args.max_extensions,
         "jobs": args.jobs,
         "threads": args.threads,
+        "timing": "interleaved" if args.timing_rounds else "per-run medians",
         "command": "python -m lightning_muon.benchmarks.efficiency " + " ".join(sys.argv[1:]),
         "torch": torch.__version__,
     }
-    summary = summarize(sweeps, runs, config)
+    summary = summarize(sweeps, runs, config, step_times)
     summary["elapsed_s"] = time.perf_counter() - t0
     args.out.write_text(json.dumps({**summary, "runs": runs}, indent=1))
     args.out.with_suffix(".md").write_text(markdown_report(summary))

@@ -76,7 +76,12 @@ def markdown_report(summary: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Mean over seeds {cfg['seeds']} [min–max]. Losses in nats per byte.",
+        f"Mean over seeds {cfg['seeds']} [min–max]. Losses in nats per byte. Time per step: "
+        + (
+            "median of interleaved rounds of every optimizer in one process."
+            if cfg.get("timing") == "interleaved"
+            else "median over each optimizer's training runs."
+        ),
         "",
         "Learning-rate sweep (seed "
         f"{cfg['seeds'][0]}, final validation loss; the best of each row is in bold):",
@@ -129,7 +134,9 @@ def plot_curves(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path)
         axis.set_xlabel("step")
         axis.set_ylabel("validation loss (nats/byte)")
         axis.grid(alpha=0.3)
-    zoom.set_ylim(target - 0.25, target + 0.35)
+    steps = summary["config"]["train"]["steps"]
+    zoom.set_xlim(0.25 * steps, steps)
+    zoom.set_ylim(target - 0.2, target + 0.4)
     zoom.set_title("zoom near AdamW's final loss (dashed)")
     ax.set_title("validation loss, mean over seeds (band: min–max)")
     ax.legend(fontsize=8)

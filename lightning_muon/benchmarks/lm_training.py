@@ -196,16 +196,46 @@ def evaluate(model: torch.nn.Module, windows: torch.Tensor, spec: TrainSpec) -> 
     return total / windows.shape[0]
 
 
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: TrainSpec,
+) -> tuple[float, bool]:
+    """One step (forward, backward, clip, step); returns ``(training loss, finite)``."""
+    device_type = spec.device.split(":")[0]
+    with torch.autocast(device_type, torch.bfloat16, enabled=spec.autocast_bf16):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_norm)
+    finite = True
+    try:
+        opt.step()
+    except FloatingPointError:  # Muon-family optimizers refuse non-finite gradients
+        finite = False
+    opt.zero_grad(set_to_none=True)
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+    value = loss.item()
+    return value, finite and math.isfinite(value)
+
+
+def _check_block(model_spec: ModelSpec, data: BenchData) -> None:
+    if data.block_size != model_spec.block_size:
+        raise ValueError(
+            f"data block_size={data.block_size} differs from the model's block_size={model_spec.block_size}"
+        )
+
+
 def train_run(
     optimizer: str, lr: float, seed: int, model_spec: ModelSpec, spec: TrainSpec, data: BenchData
 ) -> RunResult:
     """Train one model from scratch and record its validation curve and step time."""
     from litgpt.pretrain import get_lr
 
-    if data.block_size != model_spec.block_size:
-        raise ValueError(
-            f"data block_size={data.block_size} differs from the model's block_size={model_spec.block_size}"
-        )
+    _check_block(model_spec, data)
     model = build_model(model_spec, seed, spec.device)
     opt = make_optimizer(optimizer, model, lr)
     batches = RandomWindowBatches(
@@ -213,30 +243,16 @@ def train_run(
     )
     result = RunResult(optimizer, lr, seed, [0], [evaluate(model, data.val_windows, spec)])
     times: list[float] = []
-    device_type = spec.device.split(":")[0]
     for step in range(1, spec.steps + 1):
         step_lr = get_lr(lr, step - 1, spec.warmup_steps, spec.steps, spec.min_lr_ratio * lr)
         for group in opt.param_groups:
             group["lr"] = step_lr
-        x, y = batches.batch(0, step - 1)
-        x, y = x.to(spec.device), y.to(spec.device)
+        x, y = (t.to(spec.device) for t in batches.batch(0, step - 1))
         start = time.perf_counter()
-        with torch.autocast(device_type, torch.bfloat16, enabled=spec.autocast_bf16):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_norm)
-        try:
-            opt.step()
-        except FloatingPointError:
-            result.diverged = True
-        opt.zero_grad(set_to_none=True)
-        if device_type == "cuda":
-            torch.cuda.synchronize()
+        value, finite = train_step(model, opt, x, y, spec)
         times.append(time.perf_counter() - start)
-        value = loss.item()
         result.train_losses.append(value)
-        if result.diverged or not math.isfinite(value):
+        if not finite:
             result.diverged = True
             break
         if step % spec.eval_every == 0 or step == spec.steps:
@@ -249,3 +265,38 @@ def train_run(
     warm = times[5:] or times
     result.step_time_s = statistics.median(warm)
     return result
+
+
+def interleaved_step_times(
+    lrs: dict[str, float],
+    model_spec: ModelSpec,
+    spec: TrainSpec,
+    data: BenchData,
+    rounds: int = 7,
+    steps_per_round: int = 5,
+) -> dict[str, float]:
+    """Median seconds per training step of each optimizer, timed side by side in this process.
+
+    Every optimizer gets its own model (seed 0) and three warm-up steps; then ``rounds`` rounds
+    time ``steps_per_round`` steps of each optimizer in turn, so a change of machine load affects
+    all of them alike. Returns the median over rounds of the mean step time.
+    """
+    _check_block(model_spec, data)
+    batches = RandomWindowBatches(data.train_tokens, data.block_size, spec.batch_size, 1 << 20)
+    setups = {}
+    for name, lr in lrs.items():
+        model = build_model(model_spec, 0, spec.device)
+        setups[name] = (model, make_optimizer(name, model, lr))
+    samples: dict[str, list[float]] = {name: [] for name in lrs}
+    index = 0
+    for r in range(rounds + 1):
+        for name, (model, opt) in setups.items():
+            count = 3 if r == 0 else steps_per_round
+            start = time.perf_counter()
+            for _ in range(count):
+                x, y = (t.to(spec.device) for t in batches.batch(0, index))
+                index += 1
+                train_step(model, opt, x, y, spec)
+            if r:
+                samples[name].append((time.perf_counter() - start) / count)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
