@@ -41,6 +41,32 @@ __all__ = [
     "route_parameters",
 ]
 
+from .lightning import (  # noqa: E402  (Lightning integration; imports torch only)
+    MuonMixin,
+    OptimizerConfigError,
+    StaleParametersError,
+    WarmupConstantLR,
+    WarmupCosineLR,
+    WarmupLinearLR,
+    WarmupStableDecayLR,
+    available_optimizers,
+    build_optimizer,
+    check_live_parameters,
+)
+
+__all__ += [
+    "MuonMixin",
+    "OptimizerConfigError",
+    "StaleParametersError",
+    "WarmupConstantLR",
+    "WarmupCosineLR",
+    "WarmupLinearLR",
+    "WarmupStableDecayLR",
+    "available_optimizers",
+    "build_optimizer",
+    "check_live_parameters",
+]
+
 
 def __getattr__(name: str) -> object:
     """Name the optimizers when a config's ``class_path`` misspells one (``lightning_muon.NorMoun``)."""

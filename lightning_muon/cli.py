@@ -45,8 +45,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
-import lightning_muon  # noqa: F401  (registers the optimizer classes for short names)
-from lightning_muon.lightning import schedules  # noqa: F401  (registers the schedules likewise)
+import lightning_muon  # noqa: F401  (imports the optimizers and schedules: short names work)
 from lightning_muon.lightning.factory import (
     OptimizerConfigError,
     build_optimizer,
@@ -62,24 +61,19 @@ OPTIMIZER_KEY = "fit_time_optimizer"
 SCHEDULER_KEY = "fit_time_lr_scheduler"
 
 
-def _class_of(spec: dict[str, Any], what: str) -> type:
-    try:
-        return resolve_optimizer_class(spec["class_path"]) if what == "optimizer" else _import(spec)
-    except OptimizerConfigError:
-        raise
-    except Exception as error:  # pragma: no cover - jsonargparse already resolved the path
-        raise OptimizerConfigError(f"--{what} {spec.get('class_path')!r}: {error}") from error
+def _optimizer_class(spec: dict[str, Any]) -> type[Optimizer]:
+    return resolve_optimizer_class(spec["class_path"])
 
 
-def _import(spec: dict[str, Any]) -> type:
-    module_name, _, name = spec["class_path"].rpartition(".")
+def _import_class(class_path: str) -> type:
+    module_name, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module_name), name)
 
 
 def build_scheduler(spec: dict[str, Any], optimizer: Optimizer, module: LightningModule) -> Any:
     """Instantiate a ``--lr_scheduler`` spec for ``optimizer``, filling ``total_steps`` from the
     Trainer when the class takes it and it was not given."""
-    cls = _class_of(spec, "lr_scheduler")
+    cls = _import_class(spec["class_path"])
     kwargs = dict(spec.get("init_args") or {})
     if "total_steps" in inspect.signature(cls).parameters and kwargs.get("total_steps") is None:
         kwargs["total_steps"] = trainer_total_steps(module.trainer)
@@ -113,7 +107,7 @@ class MuonLightningCLI(LightningCLI):
         optimizer_spec = self._get(self.config, OPTIMIZER_KEY)
         scheduler_spec = self._get(self.config, SCHEDULER_KEY)
         if optimizer_spec is not None:
-            cls = _class_of(optimizer_spec, "optimizer")
+            cls = _optimizer_class(optimizer_spec)
             check_hparams(cls, optimizer_spec.get("init_args") or {})
             self._check_model_does_not_also_choose(cls)
         super().instantiate_classes()
@@ -123,10 +117,13 @@ class MuonLightningCLI(LightningCLI):
 
     def _model_overrides(self) -> dict[str, Any]:
         """Optimizer hyperparameters of a ``MuonMixin`` model set away from their defaults."""
-        parser = self._parser(self.subcommand)
         config = self._get(self.config, "model")
-        defaults = parser.get_defaults().get("model")
+        defaults = self._parser(self.subcommand).get_defaults().get("model")
         if config is None or defaults is None:
+            return {}
+        class_path = config.get("class_path") if hasattr(config, "get") else None
+        model_class = _import_class(class_path) if class_path else self._model_class
+        if not (isinstance(model_class, type) and issubclass(model_class, MuonMixin)):
             return {}
         config, defaults = _init_args(config), _init_args(defaults)
         return {
@@ -148,7 +145,7 @@ class MuonLightningCLI(LightningCLI):
     def _check_strategy(self, optimizer_spec: dict[str, Any] | None) -> None:
         if self.subcommand not in (None, "fit") or not hasattr(self, "trainer"):
             return
-        cls = _class_of(optimizer_spec, "optimizer") if optimizer_spec else None
+        cls = _optimizer_class(optimizer_spec) if optimizer_spec else None
         if cls is None and isinstance(self.model, MuonMixin):
             cls = self.model.check_optimizer_settings()["cls"]
         if cls is not None:
@@ -198,7 +195,7 @@ class MuonLightningCLI(LightningCLI):
     @staticmethod
     def build_fit_time_optimizer(module: LightningModule, spec: dict[str, Any]) -> Optimizer:
         """The ``--optimizer`` spec over ``module``'s live parameters (called at fit time)."""
-        cls = _class_of(spec, "optimizer")
+        cls = _optimizer_class(spec)
         kwargs = dict(spec.get("init_args") or {})
         if is_muon_family(cls):
             optimizer = build_optimizer(module, cls, **kwargs)
@@ -258,7 +255,18 @@ class LightningMuonJob(MuonLightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Run the ``lightning-muon`` command (``fit``, ``validate``, ``test``, ``predict``)."""
     from lightning_muon.data import ByteCorpusDataModule, CorpusError
-    from lightning_muon.lightning.gpt import GPTLanguageModel
+
+    try:
+        from lightning_muon.lightning.gpt import GPTLanguageModel
+    except ModuleNotFoundError as error:
+        if error.name != "litgpt":
+            raise
+        print(
+            "lightning-muon: error: the built-in model is litgpt's GPT; install it with "
+            "pip install 'lightning-muon[litgpt]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
     # Our training set is an IterableDataset that shards itself across workers and ranks, which
     # is what this generic Lightning warning asks for.

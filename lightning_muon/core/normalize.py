@@ -46,13 +46,21 @@ def rms_align(
     ``numel`` is ``m·n`` of the *whole* matrix (defaults to the local one). A zero matrix stays zero.
     """
     mn = numel if numel is not None else x.size(-2) * x.size(-1)
-    norm = frobenius_norm(x, matrix_sum).clamp_min(torch.finfo(x.dtype).tiny)
-    return x * (target * mn**0.5 / norm)
+    return x * _safe_ratio(target * mn**0.5, frobenius_norm(x, matrix_sum))
 
 
 def match_norm(
     x: torch.Tensor, reference_norm: torch.Tensor, matrix_sum: MatrixSum = local_matrix_sum
 ) -> torch.Tensor:
     """Rescale each matrix of ``x`` to the Frobenius norm ``reference_norm`` (the official NorMuon code)."""
-    norm = frobenius_norm(x, matrix_sum).clamp_min(torch.finfo(x.dtype).tiny)
-    return x * (reference_norm / norm)
+    return x * _safe_ratio(reference_norm, frobenius_norm(x, matrix_sum))
+
+
+def _safe_ratio(numerator: torch.Tensor | float, norm: torch.Tensor) -> torch.Tensor:
+    """``numerator / norm`` where ``norm > 0``, else 0 (a zero matrix stays zero, never 0·inf = NaN)."""
+    positive = norm > 0
+    return torch.where(
+        positive,
+        numerator / torch.where(positive, norm, torch.ones_like(norm)),
+        torch.zeros_like(norm),
+    )

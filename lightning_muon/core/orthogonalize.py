@@ -12,6 +12,17 @@ which map each singular value ``x ↦ a x + b x³ + c x⁵``. All functions acce
 matrices ``(..., m, n)`` and orthogonalize every matrix of the stack in one batched call.
 Tall matrices are transposed so the Gram matrix is ``min(m, n)²``.
 
+Two exact rewritings of the same iteration, chosen by shape and dtype (:func:`newton_schulz`):
+
+* *direct*: ``X_{k+1} = P_k X_k`` with ``P_k = a_k I + b_k A_k + c_k A_k²``;
+  ``T·(4m²n + 2m³)`` FLOPs;
+* *Gram*: every ``P_k`` is a polynomial in ``A_0``, so they commute and
+  ``A_{k+1} = A_k P_k²``, ``X_T = (P_{T-1}⋯P_0) X_0``: the ``m × n`` iterate is touched only
+  to form ``A_0`` and to apply the product, ``4m²n + (8T-6)m³`` FLOPs, 44% fewer for
+  ``n = 4m`` at ``T = 5``. It is restarted from the iterate every :data:`GRAM_SEGMENT` steps
+  (the product's norm grows like ``a^T``, and with it the rounding error); it is
+  chosen automatically for fp64 only (fp32 opts in with ``form="gram"``), for ``n ≥`` :data:`GRAM_ASPECT` ``· m``.
+
 Example:
     >>> import torch
     >>> X = torch.randn(3, 8, 16)
@@ -98,14 +109,76 @@ def _as_batch(X: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     return X.reshape(-1, X.size(-2), X.size(-1)), lead
 
 
+#: Shortest aspect ratio ``n/m`` (after transposing tall inputs) that takes the Gram form.
+GRAM_ASPECT = 2.5
+#: Gram-form steps between restarts from the iterate (bounds ``‖P_{k}⋯P_0‖`` by about ``a^5``).
+GRAM_SEGMENT = 5
+#: Dtypes whose ``"auto"`` form may be Gram. Not fp32: there the Gram form's error against the exact
+#: iteration grows 30-50x on ill-conditioned inputs (1.3e-4 vs 2.8e-6 at condition number 1e4), enough
+#: to break sharded == single-process parity; ``form="gram"`` still opts in.
+_GRAM_DTYPES = (torch.float64,)
+
+
+def ns_form(m: int, n: int, dtype: torch.dtype) -> str:
+    """``"gram"`` or ``"direct"``: the form :func:`newton_schulz` uses for ``m × n`` in ``dtype``."""
+    m, n = min(m, n), max(m, n)
+    return "gram" if dtype in _GRAM_DTYPES and n >= GRAM_ASPECT * m else "direct"
+
+
+def _direct(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
+    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two buffers."""
+    spare = torch.empty_like(Y)
+    A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
+    P = torch.empty_like(A)
+    diagonal = P.diagonal(dim1=-2, dim2=-1)
+    for a, b, c in schedule:
+        torch.bmm(Y, Y.mT, out=A)
+        torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
+        diagonal.add_(a)
+        torch.bmm(P, Y, out=spare)
+        Y, spare = spare, Y
+    return Y
+
+
+def _gram(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
+    """The same iterates through ``A_{k+1} = A_k P_k²`` and ``Q = P_{T-1}⋯P_0``, restarted every segment."""
+    out = torch.empty_like(Y)
+    A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
+    P, Q, R = torch.empty_like(A), torch.empty_like(A), torch.empty_like(A)
+    diagonal = P.diagonal(dim1=-2, dim2=-1)
+    for start in range(0, len(schedule), GRAM_SEGMENT):
+        segment = schedule[start : start + GRAM_SEGMENT]
+        torch.bmm(Y, Y.mT, out=A)
+        for k, (a, b, c) in enumerate(segment):
+            torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
+            diagonal.add_(a)
+            if k == 0:
+                Q.copy_(P)
+            else:
+                torch.bmm(P, Q, out=R)
+                Q, R = R, Q
+            if k < len(segment) - 1:
+                torch.bmm(A, P, out=R)
+                torch.bmm(R, P, out=A)
+                A.add_(A.mT.clone()).mul_(0.5)  # keep A symmetric against rounding
+        torch.bmm(Q, Y, out=out)
+        Y, out = out, Y
+    return Y
+
+
 def newton_schulz(
     X: torch.Tensor,
     table: NewtonSchulzTable = JORDAN,
     steps: int = 5,
     eps: float = 1e-7,
     dtype: torch.dtype | None = None,
+    form: str = "auto",
 ) -> torch.Tensor:
     """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
+
+    The ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the ``m × n``
+    iterate) and all scratch is allocated once per call: ``2mn + 2m²`` elements per matrix for
+    the direct form, ``2mn + 4m²`` for the Gram form (``m ≤ n``).
 
     Args:
         X: one matrix or a stack of same-shape matrices.
@@ -113,27 +186,33 @@ def newton_schulz(
         steps: number of iterations.
         eps: added to the scaled Frobenius norm, so a zero input gives a zero output.
         dtype: compute dtype; ``None`` picks :func:`default_ns_dtype` for ``X``'s device.
+        form: ``"auto"`` (:func:`ns_form`), ``"direct"`` or ``"gram"``.
 
     Returns:
         A tensor of ``X``'s shape and dtype (computed in ``dtype``).
     """
     if X.ndim < 2:
         raise ValueError(f"newton_schulz needs matrices (..., m, n), got shape {tuple(X.shape)}")
+    if form not in ("auto", "direct", "gram"):
+        raise ValueError(f"Invalid form: {form!r}; expected 'auto', 'direct' or 'gram'")
     if X.numel() == 0:
         return torch.zeros_like(X)
     out_dtype = X.dtype
     compute = dtype or default_ns_dtype(X.device)
     batch, lead = _as_batch(X)
+    # ‖X‖_F is transpose invariant: take it on the stored layout, in (at least) fp32, without a
+    # copy; the division below happens in that precision too, before the cast to ``compute``.
+    wide = torch.promote_types(batch.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(batch, dim=(-2, -1), keepdim=True, dtype=wide)
     transposed = batch.size(-2) > batch.size(-1)
     if transposed:
         batch = batch.mT
-    wide = batch.to(torch.promote_types(batch.dtype, torch.float32))
-    norm = torch.linalg.matrix_norm(wide, keepdim=True)
-    Y = (wide / (norm * table.norm_scale + eps)).to(compute)
-    for a, b, c in table.schedule(steps):
-        A = torch.bmm(Y, Y.mT)
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        Y = torch.baddbmm(Y, B, Y, beta=a, alpha=1.0)
+    count, m, n = batch.shape
+    Y = torch.empty((count, m, n), dtype=compute, device=X.device)
+    torch.div(batch, norm * table.norm_scale + eps, out=Y)
+    if form == "auto":
+        form = ns_form(m, n, compute)
+    Y = (_gram if form == "gram" else _direct)(Y, table.schedule(steps))
     if transposed:
         Y = Y.mT
     return Y.reshape(*lead, *Y.shape[-2:]).to(out_dtype)

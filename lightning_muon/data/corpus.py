@@ -1,9 +1,9 @@
 """Byte-level text corpora: the Python standard library's own source, or any folder of text.
 
 The built-in corpus is the ``.py`` source of the standard library of the running interpreter
-(``sysconfig.get_paths()["stdlib"]``), so every machine that runs Python has it. Files are read in
-sorted order of their relative POSIX path, which makes the corpus a pure function of the
-interpreter's installation and the byte cap. Tokens are raw bytes: the vocabulary has exactly
+(``sysconfig.get_paths()["stdlib"]``), so every machine that runs Python has it. Files are read
+depth first, the entries of each directory in name order, which makes the corpus a pure function
+of the interpreter's installation and the byte cap (and lets a cap stop the walk early). Tokens are raw bytes: the vocabulary has exactly
 :data:`VOCAB_SIZE` = 256 symbols and needs no tokenizer.
 
 The train/validation split cuts the byte stream into ``num_chunks`` contiguous chunks and sends a
@@ -22,8 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -49,23 +50,36 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def stdlib_source_files() -> list[Path]:
-    """List the standard library's ``.py`` files in deterministic (sorted relative path) order.
+def _walk_sorted(folder: Path, skip_dirs: frozenset[str]) -> Iterator[Path]:
+    """Files under ``folder``, depth first, entries of each directory in name order.
+
+    Hidden entries (``.name``) and directories named in ``skip_dirs`` are skipped; symbolic links
+    to directories are not followed. The walk is lazy, so a byte cap stops it early.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in skip_dirs:
+                yield from _walk_sorted(Path(entry.path), skip_dirs)
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
+def stdlib_source_files() -> Iterator[Path]:
+    """The standard library's ``.py`` files, in deterministic order (see :func:`_walk_sorted`).
 
     Directories named in :data:`STDLIB_EXCLUDED_DIRS` are skipped at any depth.
     """
-    root = stdlib_dir()
-    files = [
-        path
-        for path in root.rglob("*.py")
-        if path.is_file()
-        and not STDLIB_EXCLUDED_DIRS.intersection(path.relative_to(root).parts[:-1])
-    ]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    for path in _walk_sorted(stdlib_dir(), STDLIB_EXCLUDED_DIRS):
+        if path.suffix == ".py":
+            yield path
 
 
-def text_files(folder: str | Path) -> list[Path]:
-    """List the text files under ``folder`` (recursively) in sorted relative-path order.
+def text_files(folder: str | Path) -> Iterator[Path]:
+    """The text files under ``folder`` (recursively), in deterministic order.
 
     A file counts as text when its first 8 KiB contain no NUL byte; hidden files and directories
     (names starting with ``.``) are skipped. ``folder`` may also be a single file.
@@ -76,15 +90,8 @@ def text_files(folder: str | Path) -> list[Path]:
     root = Path(folder).expanduser()
     if not root.exists():
         raise CorpusError(f"data_dir={str(folder)!r} does not exist.")
-    if root.is_file():
-        return [root] if _looks_like_text(root) else []
-    candidates = [
-        path
-        for path in root.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    ]
-    candidates.sort(key=lambda p: p.relative_to(root).as_posix())
-    return [path for path in candidates if _looks_like_text(path)]
+    candidates = [root] if root.is_file() else _walk_sorted(root, frozenset())
+    return (path for path in candidates if _looks_like_text(path))
 
 
 def _looks_like_text(path: Path) -> bool:

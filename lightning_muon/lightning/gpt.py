@@ -114,7 +114,6 @@ class GPTLanguageModel(MuonMixin, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.check_optimizer_settings()
         self.config = byte_gpt_config(
             n_layer, n_head, n_embd, block_size, vocab_size, intermediate_size
         )

@@ -48,6 +48,7 @@ def check_live_parameters(optimizer: Optimizer, module: nn.Module) -> None:
 
     if not is_muon_family(type(optimizer)):
         return
+    _reshard_fsdp2(module)
     live = {id(p): name for name, p in module.named_parameters()}
     held = [p for group in optimizer.param_groups for p in group["params"]]
     stale = [p for p in held if id(p) not in live]
@@ -74,3 +75,18 @@ def check_live_parameters(optimizer: Optimizer, module: nn.Module) -> None:
             "e.g. from `model.parameters()` by the stock LightningCLI, so it routed by shape only "
             "and may orthogonalize embeddings or the output head. " + FIX
         )
+
+
+def _reshard_fsdp2(module: nn.Module) -> None:
+    """Put FSDP2 modules back in their sharded state (what the optimizer holds).
+
+    After a forward without backward (Lightning's sanity validation) FSDP2 leaves the root
+    module's parameters unsharded until the next forward; resharding early is harmless.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return
+    for submodule in module.modules():
+        if isinstance(submodule, FSDPModule):
+            submodule.reshard()

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -131,11 +132,19 @@ class MuonMixin:
     """Gives a ``LightningModule`` a ``configure_optimizers`` driven by its hyperparameters.
 
     Use as ``class MyModel(MuonMixin, LightningModule)``. See the module docstring for the
-    hyperparameters read. At the start of training the mixin also checks that every Muon-family
+    hyperparameters read; they are checked when ``save_hyperparameters()`` is called. At the start of training the mixin also checks that every Muon-family
     optimizer the Trainer holds updates exactly this module's live parameters (see
     :func:`~lightning_muon.lightning.guard.check_live_parameters`) and raises otherwise, so an
     optimizer built too early (before ``configure_model`` / sharding) can never train silently.
     """
+
+    def save_hyperparameters(self, *args: Any, frame: Any = None, **kwargs: Any) -> None:
+        """``LightningModule.save_hyperparameters``, then :meth:`check_optimizer_settings`, so a
+        wrong optimizer setting fails when the module is built, not when training starts."""
+        if frame is None:
+            frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        super().save_hyperparameters(*args, frame=frame, **kwargs)  # type: ignore[misc]
+        self.check_optimizer_settings()
 
     def check_optimizer_settings(self) -> dict[str, Any]:
         """Validate the optimizer hyperparameters without building anything; returns them."""

@@ -21,8 +21,9 @@ Non-finite gradients are detected before any state or weight is touched: with
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.optim import Optimizer
@@ -36,7 +37,8 @@ from ..core.orthogonalize import (
 )
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
-from .routing import route_parameters
+from .routing import _reject_fsdp1, route_parameters
+from .tensors import is_dtensor as _is_dtensor
 from .tensors import local as _local
 from .validation import (
     check_betas,
@@ -48,6 +50,7 @@ from .validation import (
 )
 
 NONFINITE_MODES = ("raise", "skip")
+_UNRESOLVED = object()
 NS_DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -91,8 +94,14 @@ class MuonFamilyOptimizer(Optimizer):
     """
 
     algorithm = "muon-family"
-    #: Largest number of elements stacked into one batched call (bounds the step's temporary memory).
+    #: Largest number of elements stacked into one batched call. One bucket is in flight at a time,
+    #: so a step's temporary memory stays below ~7 fp32 copies of ``max(max_bucket_numel, largest
+    #: matrix)`` elements (measured for all but SpectralMuon's ``p > 0`` roots, which need ~13).
     max_bucket_numel = 1 << 24
+    #: ``torch.compile`` the elementwise hooks (:meth:`_direction`, :meth:`_finalize`): ``False``,
+    #: ``True`` (inductor) or a backend name. Off by default: eager was faster on the CPUs measured
+    #: and GPUs are not measured yet. A hook that fails to compile runs eagerly (with a warning).
+    compile_elementwise: bool | str = False
 
     def __init__(
         self,
@@ -105,6 +114,10 @@ class MuonFamilyOptimizer(Optimizer):
         if vocab_size is not None:
             check_int("vocab_size", vocab_size, 1, 1 << 40)
         groups, self.routing = route_parameters(params, vocab_size)
+        # FSDP1 marks its flat parameters and (use_orig_params=True) the 1-D views into them; plain
+        # tensors (litgpt, LightningCLI pass model.parameters()) carry no module names to route by.
+        if any(getattr(p, "_fsdp_flattened", False) for g in groups for p in g["params"]):
+            _reject_fsdp1(["_flat_param"])
         if not any(g["branch"] == "muon" for g in groups):
             raise ValueError(
                 f"{type(self).__name__} got no matrix parameters for its orthogonal branch (all {len(self.routing)} "
@@ -178,7 +191,12 @@ class MuonFamilyOptimizer(Optimizer):
     def _direction(
         self, G: torch.Tensor, S: dict[str, torch.Tensor], group: dict[str, Any]
     ) -> torch.Tensor:
-        """Update the stacked state ``S`` in place from gradients ``G (N, m, n)``; return the input of the orthogonalizer."""
+        """Update the stacked state ``S`` in place from gradients ``G (N, m, n)``; return the input of the orthogonalizer.
+
+        ``G`` is read-only: for a one-matrix bucket it is a view of the gradient itself (and ``S``
+        views of the state), so nothing is copied. The returned tensor may alias ``S`` or ``G``;
+        orthogonalizers never modify their input.
+        """
         raise NotImplementedError
 
     def _finalize(
@@ -246,13 +264,13 @@ class MuonFamilyOptimizer(Optimizer):
                     raise RuntimeError(
                         f"{type(self).__name__} does not support complex gradients: {self._name_of(p)}"
                     )
-                if _local(p.grad).numel():
-                    params.append(p)
-                    grads.append(_local(p.grad))
-        if not grads:
-            return True
-        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)))
-        if bool(finite.all()):
+                params.append(p)
+                grads.append(_local(p.grad))
+        finite = _finite_flags(grads) if grads else None
+        engine = self._engine()
+        if engine is not None:  # every rank must take the same decision
+            finite = engine.reduce_finite(params, finite)
+        if finite is None or bool(finite.all()):
             return True
         bad = [self._name_of(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok]
         if self.nonfinite == "skip":
@@ -304,13 +322,37 @@ class MuonFamilyOptimizer(Optimizer):
             state.update(self._init_matrix_state(p, shape, group))
         return state
 
+    def _engine(self) -> Any:
+        """The distributed engine (:mod:`lightning_muon.distributed`), or ``None`` in one process.
+
+        Resolved at the first step (the process group may be set up after construction) and
+        cached; :func:`lightning_muon.distributed.configure` replaces it.
+        """
+        engine = self.__dict__.get("_distributed_engine", _UNRESOLVED)
+        if engine is _UNRESOLVED:
+            engine = None
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                from ..distributed.engine import engine_for
+
+                engine = engine_for(self)
+            self._distributed_engine = engine
+        return engine
+
     def _matrix_group_step(self, group: dict[str, Any]) -> None:
+        engine = self._engine()
+        if engine is not None:
+            engine.group_step(group)
+            return
         for shape, plist in self._buckets(group):
             if shape[0] * shape[1] == 0:
                 continue
+            fresh = not any(self.state[p] for p in plist)
             states = [self._state_of(p, shape, group) for p in plist]
+            if fresh:
+                _pack(states)
             U = self._bucket_update(plist, states, group, shape, local_matrix_sum)
             self._apply(plist, U, group)
+            del U  # not alive while the next bucket is computed: peak memory is one bucket's
 
     def _bucket_update(
         self,
@@ -322,32 +364,86 @@ class MuonFamilyOptimizer(Optimizer):
         orthogonalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The stacked update ``U (N, m, n)`` of one bucket; writes the new state back."""
-        m, n = shape
+        work = self._bucket_begin(plist, states, group)
+        O = (orthogonalize or (lambda x: self._orthogonalize(x, group)))(work.X)
+        return self._bucket_finish(work, O, group, shape, matrix_sum)
+
+    def _bucket_begin(
+        self, plist: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+    ) -> BucketWork:
+        """First half of :meth:`_bucket_update`: stack gradients and state, return the orthogonalizer input.
+
+        Works on the local rows only (a shard of a sharded parameter, possibly zero rows); the
+        distributed layer orthogonalizes ``work.X`` elsewhere and hands ``O`` to :meth:`_bucket_finish`.
+        """
         local_rows = _local(plist[0]).shape[0]
-        G = torch.stack([_local(p.grad).reshape(local_rows, -1) for p in plist]).to(
-            state_dtype(plist[0])
-        )
+        G = _stack([_as_rows(_local(p.grad), local_rows) for p in plist]).to(state_dtype(plist[0]))
         keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
-        S = {k: torch.stack([_as_rows(_local(s[k]), local_rows) for s in states]) for k in keys}
+        S = {k: _stack([_as_rows(_local(s[k]), local_rows) for s in states]) for k in keys}
         S["step"] += 1
         S["step"] = S["step"].view(-1, 1, 1)
-        X = self._direction(G, S, group)
-        O = (orthogonalize or (lambda x: self._orthogonalize(x, group)))(X)
+        return BucketWork(plist, states, keys, S, self._hook("_direction")(G, S, group))
+
+    def _bucket_finish(
+        self,
+        work: BucketWork,
+        O: torch.Tensor,
+        group: dict[str, Any],
+        shape: tuple[int, int],
+        matrix_sum: MatrixSum,
+    ) -> torch.Tensor:
+        """Second half of :meth:`_bucket_update`: capture, finalize ``O`` into ``U``, write the state back."""
         if self._capture:
-            for i, p in enumerate(plist):
+            for i, p in enumerate(work.plist):
                 if id(p) in self._capture:
                     self.captured_directions[p] = O[i].detach().float().clone()
-        U = self._finalize(O, S, group, (m, n), matrix_sum)
-        for k in keys:
+        U = self._hook("_finalize")(O, work.S, group, shape, matrix_sum)
+        for k in work.keys:
+            targets = [_local(s[k]) for s in work.states]
+            if work.S[k].data_ptr() == targets[0].data_ptr():
+                continue  # the stack was a view: the state was updated in place
             torch._foreach_copy_(
-                [_local(s[k]) for s in states],
-                [v.view_as(_local(s[k])) for v, s in zip(S[k].unbind(0), states, strict=True)],
+                targets, [v.view_as(t) for v, t in zip(work.S[k].unbind(0), targets, strict=True)]
             )
         return U
 
+    def _hook(self, name: str) -> Callable[..., torch.Tensor]:
+        """The hook ``name``, compiled when :attr:`compile_elementwise` asks for it."""
+        eager = getattr(self, name)
+        backend = self.compile_elementwise
+        if not backend:
+            return eager
+        cache = self.__dict__.setdefault("_compiled_hooks", {})
+        key = (name, backend)
+        if key not in cache:
+            chosen = "inductor" if backend is True else backend
+            cache[key] = torch.compile(eager, backend=chosen, fullgraph=True)
+        compiled = cache[key]
+        if compiled is None:
+            return eager
+
+        def call(*args: Any) -> torch.Tensor:
+            try:  # fullgraph: a compile error is raised before any tensor is touched
+                return compiled(*args)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                warnings.warn(
+                    f"{type(self).__name__}: torch.compile of {name} failed, running it eagerly: {err}",
+                    stacklevel=4,
+                )
+                cache[key] = None
+                return eager(*args)
+
+        return call
+
     def _apply(self, plist: list[torch.Tensor], U: torch.Tensor, group: dict[str, Any]) -> None:
-        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``."""
+        """Decoupled weight decay with the base lr, then ``W ← W − lr·U``.
+
+        ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
+        state by stepping with zero gradients and ``lr = 0``).
+        """
         lr, wd = group["lr"], group["weight_decay"]
+        if lr == 0:
+            return
         local = [_local(p) for p in plist]
         if wd:
             torch._foreach_mul_(local, 1.0 - lr * wd)
@@ -415,6 +511,23 @@ class MuonFamilyOptimizer(Optimizer):
         self.__dict__.setdefault("nonfinite", "raise")
 
 
+def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
+    """``isfinite`` of each gradient as a bool vector (an empty shard is finite).
+
+    Screens with the 2-norm (one fused read of every gradient; the inf-norm is ~20x slower on CPU):
+    NaN/±inf make it non-finite, and so can overflow of huge finite values, hence the exact
+    per-tensor recheck of the flagged ones only.
+    """
+    flags = torch.ones(len(grads), dtype=torch.bool, device=grads[0].device)
+    full = [i for i, g in enumerate(grads) if g.numel()]
+    if full:
+        screened = torch.isfinite(torch.stack(torch._foreach_norm([grads[i] for i in full], 2)))
+        for j in (~screened).nonzero().flatten().tolist():
+            screened[j] = bool(torch.isfinite(grads[full[j]]).all())
+        flags[full] = screened.to(flags.device)
+    return flags
+
+
 def _numel_expected(key: str, p: torch.Tensor) -> int:
     """Elements a state tensor should have: the parameter's, or one per row for row statistics."""
     if key.startswith("row_"):
@@ -422,6 +535,68 @@ def _numel_expected(key: str, p: torch.Tensor) -> int:
     return p.numel()
 
 
+def _pack(states: list[dict[str, Any]]) -> None:
+    """Give a bucket's fresh state one storage per key: ``state[k]`` become consecutive views.
+
+    :func:`_stack` then sees the stacked state without copying it, and the updated state needs no
+    copy back. Keys whose tensors differ in shape, dtype or device, and DTensors, stay separate.
+    A state replaced later (``load_state_dict``) simply takes the copying path.
+    """
+    if len(states) < 2:
+        return
+    for key, first in states[0].items():
+        values = [s.get(key) for s in states]
+        if not isinstance(first, torch.Tensor) or _is_dtensor(first):
+            continue
+        if not all(
+            isinstance(v, torch.Tensor)
+            and not _is_dtensor(v)
+            and (v.shape, v.dtype, v.device) == (first.shape, first.dtype, first.device)
+            for v in values
+        ):
+            continue
+        for s, view in zip(states, torch.stack(values).unbind(0), strict=True):
+            s[key] = view
+
+
+def _stacked_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """The ``(N, ...)`` tensor whose slices are ``tensors``, if they tile one storage in order
+    (packed state, also after ``torch.save``/``torch.load``, which keeps storages shared)."""
+    first = tensors[0]
+    if not first.is_contiguous():
+        return None
+    size = first.numel() * first.element_size()
+    ptr, storage = first.data_ptr(), first.untyped_storage().data_ptr()
+    for i, t in enumerate(tensors[1:], 1):
+        if t.data_ptr() != ptr + i * size or t.shape != first.shape or t.dtype != first.dtype:
+            return None
+        if t.stride() != first.stride() or t.untyped_storage().data_ptr() != storage:
+            return None
+    return first.as_strided((len(tensors), *first.shape), (first.numel(), *first.stride()))
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack along a new first dim without copying when possible: a single tensor, or tensors
+    that are consecutive views of one storage (packed state), become a view, so in-place updates
+    of the stack reach them directly; otherwise ``torch.stack`` copies."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
+    view = _stacked_view(tensors)
+    return view if view is not None else torch.stack(tensors)
+
+
 def _as_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """View a state tensor as ``(rows, -1)`` (scalars stay scalars)."""
-    return t.reshape(rows, -1) if t.ndim else t
+    """View a tensor as ``(rows, -1)`` (scalars stay scalars; an empty shard keeps its column count)."""
+    if not t.ndim:
+        return t
+    return t.reshape(rows, -1) if rows else t.reshape(0, math.prod(t.shape[1:]))
+
+
+class BucketWork(NamedTuple):
+    """A bucket between :meth:`MuonFamilyOptimizer._bucket_begin` and ``_bucket_finish``."""
+
+    plist: list[torch.Tensor]
+    states: list[dict[str, Any]]
+    keys: list[str]
+    S: dict[str, torch.Tensor]
+    X: torch.Tensor

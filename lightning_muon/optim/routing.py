@@ -166,6 +166,10 @@ def _module_routes(
     if vocab_size is not None:
         vocab_sizes = {vocab_size}
     linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+    # The vocabulary head is the *last* Linear projecting to the vocabulary (an MLP whose width
+    # happens to equal the vocabulary size comes earlier).
+    to_vocab = [name for name in linears if modules[name].out_features in vocab_sizes]
+    vocab_head = to_vocab[-1] if to_vocab else None
     convs = [name for name, m in modules.items() if isinstance(m, _CONV_TYPES)]
     has_named_head = any(name.split(".")[-1] in _HEAD_NAMES for name in linears)
     last_linear = linears[-1] if linears and not vocab_sizes and not has_named_head else None
@@ -184,7 +188,7 @@ def _module_routes(
             branch, reason = "adamw", "normalisation layer"
         elif any(n.split(".")[-1] in _HEAD_NAMES for n, m in mods if isinstance(m, nn.Linear)):
             branch, reason = "adamw", "output head (by name)"
-        elif any(isinstance(m, nn.Linear) and m.out_features in vocab_sizes for m in types):
+        elif any(n == vocab_head for n, _ in mods):
             branch, reason = "adamw", "output head (projects to the vocabulary)"
         elif last_linear is not None and any(n == last_linear for n, _ in mods):
             branch, reason = "adamw", "output layer (the model's last nn.Linear)"

@@ -21,13 +21,13 @@ from lightning_muon.data import (
 from lightning_muon.data.corpus import stdlib_source_files, text_files
 
 
-def test_stdlib_files_are_sorted_real_sources_without_tests_or_site_packages():
+def test_stdlib_files_are_real_sources_in_walk_order_without_tests_or_site_packages():
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = stdlib_source_files()
-    rel = [f.relative_to(root).as_posix() for f in files]
-    assert rel == sorted(rel)
+    rel = [f.relative_to(root).as_posix() for f in stdlib_source_files()]
     assert "os.py" in rel and "json/decoder.py" in rel
     assert not any("site-packages" in r or r.startswith("test/") for r in rel)
+    # depth first, each directory's entries in name order: a sort key of path components
+    assert rel == sorted(rel, key=lambda r: r.split("/"))
 
 
 def test_stdlib_corpus_is_capped_exactly_and_equals_the_files_bytes():
@@ -53,6 +53,7 @@ def test_folder_corpus_reads_text_files_in_order_and_skips_binary_and_hidden(tmp
     (tmp_path / ".hidden.txt").write_text("secret")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     assert [p.name for p in text_files(tmp_path)] == ["a.md", "b.txt", "latin1.txt", "c"]
+    assert [p.name for p in text_files(tmp_path / "sub")] == ["c"]
     assert decode(load_corpus(tmp_path)) == "first file\nsecond file\nthird, no suffix\n"
     assert decode(load_corpus(tmp_path / "b.txt")) == "second file\n"
 

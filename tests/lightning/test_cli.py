@@ -4,6 +4,7 @@ CLI), the mixin's --model.* settings, --print_config, bad input, and the quick-s
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,6 @@ import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
-from tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches
 from torch import nn
 
 import lightning_muon as lm
@@ -20,6 +20,15 @@ from lightning_muon.cli import MuonLightningCLI, check_strategy, main
 from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning import OptimizerConfigError, StaleParametersError, WarmupCosineLR
 from lightning_muon.lightning.gpt import GPTLanguageModel
+from tests.lightning.tiny_setup import (
+    ADAMW_NAMES,
+    HAND_WRITTEN_BRANCHES,
+    MUON_NAMES,
+    TINY_DATA,
+    TINY_MODEL,
+    HandWritten,
+    branches,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,9 +49,12 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def tiny_args(*extra: str, steps: int = 2, subcommand: str | None = "fit") -> list[str]:
+def tiny_args(
+    *extra: str, steps: int = 2, subcommand: str | None = "fit", gpt: bool = True
+) -> list[str]:
     args = ([subcommand] if subcommand else []) + ["--seed_everything", "0"]
-    args += [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
+    if gpt:
+        args += [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
     args += [f"--data.{k}={v}" for k, v in TINY_DATA.items()]
     args += [
         f"--trainer.max_steps={steps}",
@@ -66,7 +78,9 @@ class Recorder:
         cli = cli_class(
             model_class,
             ByteCorpusDataModule,
-            args=tiny_args(*extra, steps=steps, subcommand=None),
+            args=tiny_args(
+                *extra, steps=steps, subcommand=None, gpt=issubclass(model_class, GPTLanguageModel)
+            ),
             run=False,
             save_config_callback=None,
         )
@@ -126,6 +140,21 @@ def test_stock_lightning_cli_with_a_muon_optimizer_fails_loudly_before_training(
     with pytest.raises(StaleParametersError, match="MuonLightningCLI"):
         cli.trainer.fit(cli.model, cli.datamodule)
     assert all(torch.equal(before[n], p) for n, p in cli.model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    "cli_class, use_param_groups", [(LightningCLI, True), (MuonLightningCLI, False)]
+)
+def test_hand_written_configure_optimizers_through_the_cli(cli_class, use_param_groups):
+    """No --optimizer: the module's own configure_optimizers runs at fit time, after
+    configure_model, with either CLI."""
+    cli, changed = Recorder.run(
+        cli_class, HandWritten, f"--model.use_param_groups={use_param_groups}"
+    )
+    optimizer = cli.trainer.optimizers[0]
+    assert type(optimizer) is (lm.Muon if use_param_groups else lm.MuonVS)
+    assert branches(optimizer) == HAND_WRITTEN_BRANCHES
+    assert changed == HAND_WRITTEN_BRANCHES["muon"] | HAND_WRITTEN_BRANCHES["adamw"]
 
 
 def test_mixin_settings_on_the_command_line():
@@ -196,32 +225,63 @@ def test_fsdp1_is_refused_for_the_muon_family_only():
 
 
 def test_quickstart_recipe_runs_the_main_job(tmp_path):
-    """`python -m lightning_muon.cli fit --config recipes/quickstart.yaml` with a tiny budget."""
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_muon.cli",
-        "fit",
-        "--config",
-        str(ROOT / "recipes" / "quickstart.yaml"),
-        "--trainer.max_steps=4",
-        "--trainer.val_check_interval=2",
-        "--trainer.limit_val_batches=2",
-        "--trainer.log_every_n_steps=1",
-        f"--trainer.default_root_dir={tmp_path}",
-        "--model.warmup_steps=1",
-        "--data.max_bytes=200000",
-        "--data.batch_size=2",
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    """`lightning-muon fit --config recipes/quickstart.yaml` with a tiny step budget."""
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "recipes" / "quickstart.yaml"),
+            "--trainer.max_steps=4",
+            "--trainer.val_check_interval=2",
+            "--trainer.limit_val_batches=2",
+            "--trainer.log_every_n_steps=1",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--model.warmup_steps=1",
+            "--data.max_bytes=200000",
+            "--data.batch_size=2",
+        ]
+    )
     run = tmp_path / "lightning_logs" / "version_0"
     with open(run / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert any(r["train_loss"] for r in rows) and any(r["val_loss"] for r in rows)
-    assert any(r.get("lr-NorMuon/muon") for r in rows)
+    assert [float(r["lr-NorMuon/muon"]) for r in rows if r.get("lr-NorMuon/muon")][:2] == [
+        0.02,
+        0.02,
+    ]
     assert list(run.glob("events.out.tfevents.*"))
-    assert (run / "config.yaml").exists()
+    config = (run / "config.yaml").read_text()
+    assert "optimizer: normuon" in config
+    assert "UpdateNormMonitor" in config and "SpectrumMonitor" in config
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
-    assert "NorMuon parameter routing" in result.stderr + result.stdout
+    assert {g["name"] for g in last["optimizer_states"][0]["param_groups"]} == {"muon", "adamw"}
+
+
+def test_python_dash_m_entry_point_reports_errors_with_exit_status_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_muon.cli", "fit", "--model.optimizer=nomuon"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "lightning-muon: error: Unknown optimizer 'nomuon'. Valid names: adamuon, adamw, muon"
+        )
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_main_without_litgpt_says_which_extra_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "litgpt", None)  # import litgpt now fails
+    monkeypatch.delitem(sys.modules, "lightning_muon.lightning.gpt")
+    with pytest.raises(SystemExit) as info:
+        main(["fit"])
+    assert info.value.code == 2
+    assert "pip install 'lightning-muon[litgpt]'" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_MODEL, branches
 from torch import nn
 
 import lightning_muon as lm
@@ -21,6 +20,7 @@ from lightning_muon.lightning import (
     build_optimizer,
 )
 from lightning_muon.lightning.gpt import GPTLanguageModel
+from tests.lightning.tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_MODEL, branches
 
 
 def tiny_gpt() -> GPTLanguageModel:

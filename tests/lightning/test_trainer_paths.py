@@ -11,11 +11,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import MixedPrecision
-from tiny_setup import ADAMW_NAMES, MUON_NAMES, TINY_DATA, TINY_MODEL, branches, trainer_kwargs
 from torch import nn
 
 import lightning_muon as lm
@@ -23,10 +21,19 @@ from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning import (
     OptimizerConfigError,
     StaleParametersError,
-    build_optimizer,
     check_live_parameters,
 )
 from lightning_muon.lightning.gpt import GPTLanguageModel
+from tests.lightning.tiny_setup import (
+    ADAMW_NAMES,
+    HAND_WRITTEN_BRANCHES,
+    MUON_NAMES,
+    TINY_DATA,
+    TINY_MODEL,
+    HandWritten,
+    branches,
+    trainer_kwargs,
+)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,37 +90,13 @@ def test_mixin_rejects_bad_settings_when_the_model_is_built():
         GPTLanguageModel(**TINY_MODEL, warmup_steps=10)
 
 
-class HandWritten(pl.LightningModule):
-    """The third path: a user's own configure_optimizers over routed groups."""
-
-    def __init__(self, use_param_groups: bool) -> None:
-        super().__init__()
-        self.use_param_groups = use_param_groups
-        self.embed = nn.Embedding(256, 16)
-        self.hidden = nn.Linear(16, 16)
-        self.head = nn.Linear(16, 256)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.head(torch.relu(self.hidden(self.embed(x))))
-        return F.cross_entropy(logits.reshape(-1, 256), y.reshape(-1))
-
-    def configure_optimizers(self):
-        if self.use_param_groups:
-            return lm.Muon(lm.param_groups(self), lr=0.02)
-        return build_optimizer(self, "muon_vs", lr=0.02)
-
-
 @pytest.mark.parametrize("use_param_groups", [False, True])
 def test_hand_written_configure_optimizers(use_param_groups):
     pl.seed_everything(0)
     model = HandWritten(use_param_groups)
     before = snapshot(model)
     trainer = fit(model)
-    assert branches(trainer.optimizers[0]) == {
-        "muon": {"hidden.weight"},
-        "adamw": {"embed.weight", "hidden.bias", "head.weight", "head.bias"},
-    }
+    assert branches(trainer.optimizers[0]) == HAND_WRITTEN_BRANCHES
     assert changed(before, model) == set(before)
 
 

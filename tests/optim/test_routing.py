@@ -202,3 +202,22 @@ def test_vectors_in_an_explicit_muon_group_are_refused_at_construction():
                 }
             ]
         )
+
+
+def test_an_mlp_as_wide_as_the_vocabulary_is_not_a_head():
+    litgpt = pytest.importorskip("litgpt")
+    config = litgpt.Config(n_layer=1, n_embd=64, n_head=4, block_size=16, padded_vocab_size=256, vocab_size=256,
+                           mlp_class_name="LLaMAMLP", intermediate_size=256, bias=False)  # fmt: skip
+    routing = lm.Muon(litgpt.GPT(config)).routing
+    assert routing.branch_of("transformer.h.0.mlp.fc_1.weight") == "muon"
+    assert routing.branch_of("lm_head.weight") == "adamw"
+
+
+@pytest.mark.parametrize("name", sorted(lm.OPTIMIZERS))
+def test_zero_gradients_of_large_matrices_stay_finite(name):
+    w = nn.Parameter(torch.randn(64, 96))
+    opt = lm.OPTIMIZERS[name]([{"params": [w], "branch": "muon"}])
+    for _ in range(2):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    assert torch.isfinite(w).all()

@@ -1,0 +1,171 @@
+"""The NorMuon paper's Figure 1 on the quick-start model: update spectra and per-neuron norms.
+
+Trains the quick-start ``GPTLanguageModel`` on the stdlib byte corpus with AdamW, Muon and
+NorMuon (same seed and data order; the quick-start recipe's schedule: cosine with 20 warmup
+steps; learning rates ``--lr-adamw``, ``--lr-muon``, ``--lr-normuon``) for ``--steps`` steps. ``UpdateNormMonitor`` and ``SpectrumMonitor`` watch every hidden matrix at the middle and
+the end of the run. The figure shows, for the MLP up-projection (``mlp.fc_2``) of the middle
+block at the middle of the run: (a) the singular values of each optimizer's update ``ΔW`` and of
+the raw momentum (the Muon run's), (b) the per-neuron update norms. The numbers are the update
+condition number ``κ`` and the per-neuron norm coefficient of variation ``cv`` of that matrix,
+plus their medians over all hidden matrices.
+
+Run::
+
+    python -m lightning_muon.benchmarks.figure1 --steps 300 --out docs/img/figure1.png
+
+It writes the figure, a JSON file with every number next to it, and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_muon.benchmarks._quickstart import quickstart_data, quickstart_model, quiet_trainer
+from lightning_muon.callbacks import SpectrumMonitor, UpdateNormMonitor, compare_runs
+
+RUNS = {"AdamW": "adamw", "Muon": "muon", "NorMuon": "normuon"}
+
+
+class LastLoss(pl.Callback):
+    """The training loss of the last batch."""
+
+    def __init__(self) -> None:
+        self.loss = float("nan")
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: Any, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.loss = float(loss)
+
+
+def train(label: str, args: argparse.Namespace, data: pl.LightningDataModule) -> dict[str, Any]:
+    """One run; returns its monitors and final loss."""
+    pl.seed_everything(args.seed, verbose=False)
+    every = args.steps // 2
+    norms = UpdateNormMonitor(every_n_steps=every, max_params=None, log_histograms=False)
+    spectra = SpectrumMonitor(
+        every_n_steps=every, max_params=None, sources=["update", "momentum"], log_images=False
+    )
+    last = LastLoss()
+    model = quickstart_model(
+        RUNS[label],
+        n_layer=args.n_layer,
+        n_embd=args.n_embd,
+        lr=getattr(args, f"lr_{RUNS[label]}"),
+        lr_schedule="cosine",
+        warmup_steps=min(20, args.steps // 10),
+    )
+    quiet_trainer(args.steps, [norms, spectra, last]).fit(model, datamodule=data)
+    return {"norms": norms, "spectra": spectra, "loss": last.loss}
+
+
+def summarize(run: dict[str, Any], param: str, step: int) -> dict[str, float]:
+    """κ and cv of ``param`` at ``step`` and their medians over all watched matrices."""
+    spec = {
+        r.param: r.stats.condition_number
+        for r in run["spectra"].records
+        if r.step == step and r.source == "update"
+    }
+    mom = {
+        r.param: r.stats.condition_number
+        for r in run["spectra"].records
+        if r.step == step and r.source == "momentum"
+    }
+    cv = {r.param: r.stats.rows.cv for r in run["norms"].records if r.step == step}
+    return {
+        "condition_number": spec[param],
+        "row_cv": cv[param],
+        "momentum_condition_number": mom[param],
+        "median_condition_number": statistics.median(spec.values()),
+        "median_row_cv": statistics.median(cv.values()),
+        "matrices": len(spec),
+    }
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    """The two tables of ``docs/figure1.md`` (middle and end of the run), from ``result``."""
+    head = "| optimizer | κ(ΔW), up-projection | cv, up-projection | median κ (all {n}) | median cv (all {n}) |"
+    lines: list[str] = []
+    for when in ("middle", "end"):
+        n = result["runs"]["AdamW"][when]["matrices"]
+        extra = " final training loss |" if when == "end" else ""
+        lines += [head.format(n=n) + extra, "|---|---|---|---|---|" + ("---|" if extra else "")]
+        for label, run in result["runs"].items():
+            m = run[when]
+            row = (
+                f"| {label} | {m['condition_number']:.3g} | {m['row_cv']:.3f} | "
+                f"{m['median_condition_number']:.3g} | {m['median_row_cv']:.3f} |"
+            )
+            lines.append(row + (f" {run['final_loss']:.3f} |" if extra else ""))
+        if when == "middle":
+            momentum = result["runs"]["Muon"]["middle"]["momentum_condition_number"]
+            lines += [f"| raw momentum (Muon run) | {momentum:.3g} | — | — | — |", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per run (even)")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--max-bytes", type=int, default=4_000_000)
+    p.add_argument("--lr-adamw", type=float, default=3e-3)
+    p.add_argument("--lr-muon", type=float, default=0.02)
+    p.add_argument("--lr-normuon", type=float, default=0.02, help="the quick-start recipe's lr")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", default="docs/img/figure1.png", help="figure path (.json written beside)"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.steps < 2 or args.steps % 2:
+        raise ValueError(f"--steps must be an even number >= 2, got {args.steps}")
+    torch.set_num_threads(args.threads)
+    data = quickstart_data(max_bytes=args.max_bytes)
+    runs = {label: train(label, args, data) for label in RUNS}
+    param = f"model.transformer.h.{args.n_layer // 2}.mlp.fc_2.weight"
+    mid, end = args.steps // 2, args.steps
+    result: dict[str, Any] = {
+        "param": param,
+        "steps": args.steps,
+        "model": {"n_layer": args.n_layer, "n_embd": args.n_embd},
+        "runs": {
+            label: {
+                "final_loss": run["loss"],
+                "middle": summarize(run, param, mid),
+                "end": summarize(run, param, end),
+            }
+            for label, run in runs.items()
+        },
+    }
+    fig = compare_runs(
+        {label: [run["norms"], run["spectra"]] for label, run in runs.items()},
+        param=param,
+        step=mid,
+        momentum="Muon",
+    )
+    fig.suptitle(f"{param}, step {mid} of {args.steps}", fontsize=10)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+
+    print(markdown_tables(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

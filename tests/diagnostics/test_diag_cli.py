@@ -1,0 +1,81 @@
+"""The monitors from the command line: ``LightningCLI --trainer.callbacks+=...``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from lightning.pytorch.cli import LightningCLI
+
+from lightning_muon.callbacks import SpectrumMonitor, UpdateNormMonitor
+
+
+def test_lightning_cli_callbacks_append(
+    tiny_lm: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["lightning-cli"])
+    args = [
+        "fit",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_steps=2",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=lightning_muon.callbacks.UpdateNormMonitor",
+        "--trainer.callbacks.every_n_steps=1",
+        "--trainer.callbacks.params=[fc1.weight]",
+        "--trainer.callbacks+=lightning_muon.callbacks.SpectrumMonitor",
+        "--trainer.callbacks.every_n_steps=2",
+        "--trainer.callbacks.sources=[update, momentum]",
+    ]
+    cli = LightningCLI(tiny_lm, args=args, save_config_kwargs={"overwrite": True})
+    updates = [c for c in cli.trainer.callbacks if isinstance(c, UpdateNormMonitor)]
+    spectra = [c for c in cli.trainer.callbacks if isinstance(c, SpectrumMonitor)]
+    assert len(updates) == len(spectra) == 1
+    assert updates[0].params == ["fc1.weight"] and spectra[0].sources == ("update", "momentum")
+    assert {(r.step, r.param) for r in updates[0].records} == {(1, "fc1.weight"), (2, "fc1.weight")}
+    assert {(r.step, r.source) for r in spectra[0].records} == {(2, "update"), (2, "momentum")}
+    saved = next(tmp_path.rglob("config.yaml")).read_text()
+    assert "lightning_muon.callbacks.UpdateNormMonitor" in saved
+
+
+def test_lightning_muon_command_with_monitors(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product's own command: the monitors' keys land in its metrics.csv."""
+    pytest.importorskip("litgpt")
+    import csv
+
+    from lightning_muon.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lightning-muon"])
+    main(
+        [
+            "fit",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.log_every_n_steps=1",
+            "--model.n_layer=1",
+            "--model.n_head=2",
+            "--model.n_embd=32",
+            "--model.block_size=32",
+            "--model.optimizer=muon",
+            "--data.block_size=32",
+            "--data.batch_size=4",
+            "--data.max_bytes=100000",
+            "--trainer.callbacks+=lightning_muon.callbacks.UpdateNormMonitor",
+            "--trainer.callbacks.every_n_steps=2",
+            "--trainer.callbacks+=lightning_muon.callbacks.SpectrumMonitor",
+            "--trainer.callbacks.every_n_steps=2",
+            "--trainer.callbacks.sources=[direction]",
+        ]
+    )
+    (path,) = tmp_path.rglob("metrics.csv")
+    with open(path) as f:
+        columns = set(next(csv.reader(f)))
+    param = "model.transformer.h.0.mlp.fc_2.weight"
+    assert f"update_norm/{param}/row_cv" in columns
+    assert f"spectrum/direction/{param}/orthogonality_error" in columns

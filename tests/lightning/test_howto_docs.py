@@ -1,0 +1,50 @@
+"""The how-to pages of the Lightning integration and the recipes they describe: the pages' python
+examples run and print what the pages show (same conventions as tests/test_docs.py), and every
+recipe is a valid lightning-muon configuration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_muon.cli import main
+from tests.test_docs import _run_page
+
+ROOT = Path(__file__).resolve().parents[2]
+HOWTO = ROOT / "docs" / "how-to"
+PAGES = [HOWTO / "lightning.md", HOWTO / "cli.md", HOWTO / "main-job.md"]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.fixture
+def in_scratch_dir(monkeypatch, tmp_path):
+    """Run from an empty directory that has the repository's recipes/, as a user would."""
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning-muon"])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_howto_examples_run(page: Path, in_scratch_dir) -> None:
+    torch.manual_seed(0)
+    _run_page(page)
+
+
+def test_cli_page_shows_the_normuon_recipe_verbatim() -> None:
+    page = (HOWTO / "cli.md").read_text(encoding="utf-8")
+    assert (ROOT / "recipes" / "normuon.yaml").read_text(encoding="utf-8") in page
+    for recipe in RECIPES:
+        if recipe.name != "quickstart.yaml":
+            assert f"`recipes/{recipe.name}`" in page, recipe.name
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_is_a_valid_configuration(recipe: Path, in_scratch_dir, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(recipe), "--print_config"])
+    assert info.value.code in (None, 0)
+    printed = capsys.readouterr().out
+    assert "max_steps: 300" in printed and "class_path" in printed
