@@ -1,8 +1,10 @@
 r"""Optimizer diagnostics for loops that call no callbacks (litgpt's): update RMS and per-neuron norms.
 
 Around an optimizer step, :class:`UpdateMonitor` keeps a copy of the weights and measures the
-update ``ΔW = W_after − W_before`` of every parameter. For a matrix (viewed as ``(m, n)``, conv
-kernels flattened) with rows ``ΔW_i`` (one per output neuron):
+update ``ΔW = W_after − W_before`` of every parameter with the framework-free functions of
+:mod:`lightning_muon.diagnostics` (the same statistics the Lightning callback
+:class:`~lightning_muon.callbacks.UpdateNormMonitor` reports). For a matrix viewed as ``(m, n)``
+with rows ``ΔW_i`` (one per output neuron):
 
 .. math::
 
@@ -14,9 +16,10 @@ kernels flattened) with rows ``ΔW_i`` (one per output neuron):
 ``cv`` is 0 when every neuron moves by the same amount (what NorMuon's row normalisation aims
 for); plain Muon's orthogonal update has equal *singular values*, not equal rows.
 
-FSDP2 parameters (``Shard(0)`` DTensors) are measured on the local rows — a row never straddles
-ranks — and the sums, minima and maxima are all-reduced in three collectives per measurement, so
-every rank gets the whole-matrix values (every rank must call :meth:`UpdateMonitor.measure`).
+FSDP2 parameters (``Shard(0)`` DTensors) are measured on their local rows — a row never straddles
+ranks — and the row norms are all-gathered
+(:func:`~lightning_muon.diagnostics.gathered_row_norms`), so every rank gets the whole-matrix
+values; every rank must call :meth:`UpdateMonitor.measure`.
 
 Logged keys (stable): ``update/<param>/rms``, ``update/<param>/row_norm_mean``,
 ``update/<param>/row_norm_min``, ``update/<param>/row_norm_max``, ``update/<param>/row_norm_cv``,
@@ -42,13 +45,19 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch.distributed as dist
 
-from lightning_muon.optim.tensors import is_dtensor, local
+from lightning_muon.diagnostics import gathered_row_norms, is_dtensor, update_statistics
 
 
-def _sharded(p: torch.Tensor) -> bool:
-    return is_dtensor(p) and dist.is_available() and dist.is_initialized()
+def _like(local: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``local`` (this rank's part of a tensor shaped like ``param``) as ``param`` is laid out."""
+    if not is_dtensor(param):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(
+        local, param.device_mesh, param.placements, shape=param.shape, stride=param.stride()
+    )
 
 
 class UpdateMonitor:
@@ -67,60 +76,39 @@ class UpdateMonitor:
 
     @torch.no_grad()
     def snapshot(self) -> list[torch.Tensor]:
-        """Copies of the local weights (call right before ``optimizer.step()``)."""
-        return [local(p).detach().float().clone() for _, p in self.params]
+        """Copies of the (local) weights; call right before ``optimizer.step()``."""
+        local = [p.to_local() if is_dtensor(p) else p for _, p in self.params]
+        return [w.detach().to(torch.float64, copy=True) for w in local]
 
     @torch.no_grad()
     def measure(self, before: list[torch.Tensor]) -> dict[str, float]:
         """Metrics of the update since :meth:`snapshot` returned ``before`` (a collective when sharded)."""
-        sums, mins, maxs, rows = [], [], [], []
-        for (_, p), old in zip(self.params, before, strict=True):
-            w = local(p).detach().float()
-            delta = (w - old).double()  # float64 sums: the row-norm variance cancels in float32
-            delta = delta.reshape(w.shape[0], -1) if w.ndim >= 2 else delta
-            w = w.double()
-            r = delta.norm(dim=1) if w.ndim >= 2 else delta.new_zeros(0)
-            sums.append(
-                torch.stack([delta.square().sum(), w.square().sum(), r.sum(), r.square().sum()])
-            )
-            inf = torch.tensor(math.inf, device=w.device)
-            mins.append(r.min() if r.numel() else inf)
-            maxs.append(r.max() if r.numel() else -inf)
-            rows.append(p.shape[0] if p.ndim >= 2 else 0)
-        S, lo, hi = torch.stack(sums), torch.stack(mins), torch.stack(maxs)
-        if any(_sharded(p) for _, p in self.params):
-            dist.all_reduce(S, op=dist.ReduceOp.SUM)
-            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-        return self._metrics(S.tolist(), lo.tolist(), hi.tolist(), rows)
-
-    def _metrics(
-        self, S: list[list[float]], lo: list[float], hi: list[float], rows: list[int]
-    ) -> dict[str, float]:
         out: dict[str, float] = {}
-        branch_sq: dict[str, list[float]] = {}
-        branch_cv: dict[str, list[float]] = {}
-        for i, (name, p) in enumerate(self.params):
-            d_sq, w_sq, r_sum, r_sq = S[i]
+        sq: dict[str, float] = {}
+        count: dict[str, int] = {}
+        cvs: dict[str, list[float]] = {}
+        for (name, p), old in zip(self.params, before, strict=True):
+            # float64: the row-norm spread of a small update cancels in float32
+            delta = (p.to_local() if is_dtensor(p) else p).detach().double() - old
+            delta_rows = gathered_row_norms(_like(delta, p))
             branch = self.branch_of[name]
-            acc = branch_sq.setdefault(branch, [0.0, 0.0])
-            acc[0] += d_sq
-            acc[1] += p.numel()
+            sq[branch] = sq.get(branch, 0.0) + float(delta_rows.square().sum())
+            count[branch] = count.get(branch, 0) + p.numel()
             if p.ndim < 2 or p.numel() == 0:
                 continue
-            m = rows[i]
-            mean = r_sum / m
-            var = max(r_sq / m - mean * mean, 0.0)
-            cv = math.sqrt(var) / mean if mean > 0 else 0.0
-            out[f"update/{name}/rms"] = math.sqrt(d_sq / p.numel())
-            out[f"update/{name}/row_norm_mean"] = mean
-            out[f"update/{name}/row_norm_min"] = lo[i]
-            out[f"update/{name}/row_norm_max"] = hi[i]
-            out[f"update/{name}/row_norm_cv"] = cv
-            out[f"update/{name}/relative"] = math.sqrt(d_sq / w_sq) if w_sq > 0 else 0.0
-            branch_cv.setdefault(branch, []).append(cv)
-        for branch, (d_sq, count) in branch_sq.items():
-            out[f"update/{branch}/rms"] = math.sqrt(d_sq / count) if count else 0.0
-        for branch, cvs in branch_cv.items():
-            out[f"update/{branch}/row_norm_cv_mean"] = sum(cvs) / len(cvs)
+            stats = update_statistics(
+                delta_rows, gathered_row_norms(_like(old, p)), p.numel() // p.shape[0]
+            )
+            rows = stats.rows
+            out[f"update/{name}/rms"] = stats.rms
+            out[f"update/{name}/row_norm_mean"] = rows.mean
+            out[f"update/{name}/row_norm_min"] = rows.min
+            out[f"update/{name}/row_norm_max"] = rows.max
+            out[f"update/{name}/row_norm_cv"] = rows.cv
+            out[f"update/{name}/relative"] = stats.update_to_weight
+            cvs.setdefault(branch, []).append(rows.cv)
+        for branch, total in sq.items():
+            out[f"update/{branch}/rms"] = math.sqrt(total / count[branch]) if count[branch] else 0.0
+        for branch, values in cvs.items():
+            out[f"update/{branch}/row_norm_cv_mean"] = sum(values) / len(values)
         return out

@@ -113,11 +113,7 @@ def test_fsdp1_is_refused_with_the_working_command(gloo_world_of_one) -> None:
 
 @pytest.mark.distributed
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="routing does not yet recognise FSDP1's plain tensors (they carry _fsdp_flattened); "
-    "stock litgpt passes exactly these on several devices",
-)
 def test_fsdp1_plain_tensors_are_refused_with_the_working_command(gloo_world_of_one) -> None:
+    """What stock ``litgpt pretrain`` passes on several devices: FSDP1's unnamed original parameters."""
     with pytest.raises(ValueError, match=WORKING_COMMAND):
         lightning_muon.NorMuon(_fsdp1_model().parameters(), vocab_size=64)
