@@ -32,7 +32,7 @@ import inspect
 import sys
 import warnings
 from types import MethodType
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import (
@@ -93,9 +93,36 @@ def check_strategy(optimizer_class: type, strategy: Any) -> None:
         )
 
 
+def optimizer_names_hint() -> str:
+    """The ``--optimizer`` values that work, for error messages."""
+    from lightning_muon.optim.registry import OPTIMIZERS
+
+    names = [
+        "lightning_muon.Muon" if cls.__name__ == "Muon" else cls.__name__
+        for cls in OPTIMIZERS.values()
+    ]
+    return (
+        f"Valid --optimizer values: {', '.join(names)} (or class paths such as "
+        "lightning_muon.NorMuon), and torch.optim classes such as AdamW or SGD."
+    )
+
+
+class MuonArgumentParser(LightningArgumentParser):
+    """A ``LightningArgumentParser`` whose errors about ``--optimizer`` list the valid values."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if 'key "optimizer"' in message:
+            message = f"{message}\n{optimizer_names_hint()}"
+        super().error(message, ex)
+
+
 class MuonLightningCLI(LightningCLI):
     """A ``LightningCLI`` whose ``--optimizer``/``--lr_scheduler`` are built at fit time from the
     module's live, named parameters (see the module docstring). Use it like ``LightningCLI``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", MuonArgumentParser)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key in (OPTIMIZER_KEY, SCHEDULER_KEY):
