@@ -34,6 +34,8 @@ import warnings
 from types import MethodType
 from typing import Any, NoReturn
 
+import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import (
     LightningArgumentParser,
@@ -270,7 +272,22 @@ def default_loggers(root: str) -> list[Any]:
 class LightningMuonJob(MuonLightningCLI):
     """The ``lightning-muon`` command: :class:`MuonLightningCLI` over the built-in byte-level
     GPT and corpus. Without ``--trainer.logger`` it logs to CSV (and TensorBoard when installed)
-    under ``--trainer.default_root_dir``."""
+    under ``--trainer.default_root_dir``; ``--torch_threads N`` sets PyTorch's CPU threads."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--torch_threads",
+            type=PositiveInt | None,
+            default=None,
+            help="Threads for CPU math (torch.set_num_threads); null keeps PyTorch's default. "
+            "On a small or shared CPU one thread is often the fastest.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        threads = self._get(self.config, "torch_threads")
+        if threads is not None:
+            torch.set_num_threads(threads)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
