@@ -32,8 +32,10 @@ import inspect
 import sys
 import warnings
 from types import MethodType
-from typing import Any
+from typing import Any, NoReturn
 
+import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import (
     LightningArgumentParser,
@@ -93,9 +95,36 @@ def check_strategy(optimizer_class: type, strategy: Any) -> None:
         )
 
 
+def optimizer_names_hint() -> str:
+    """The ``--optimizer`` values that work, for error messages."""
+    from lightning_muon.optim.registry import OPTIMIZERS
+
+    names = [
+        "lightning_muon.Muon" if cls.__name__ == "Muon" else cls.__name__
+        for cls in OPTIMIZERS.values()
+    ]
+    return (
+        f"Valid --optimizer values: {', '.join(names)} (or class paths such as "
+        "lightning_muon.NorMuon), and torch.optim classes such as AdamW or SGD."
+    )
+
+
+class MuonArgumentParser(LightningArgumentParser):
+    """A ``LightningArgumentParser`` whose errors about ``--optimizer`` list the valid values."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if 'key "optimizer"' in message:
+            message = f"{message}\n{optimizer_names_hint()}"
+        super().error(message, ex)
+
+
 class MuonLightningCLI(LightningCLI):
     """A ``LightningCLI`` whose ``--optimizer``/``--lr_scheduler`` are built at fit time from the
     module's live, named parameters (see the module docstring). Use it like ``LightningCLI``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", MuonArgumentParser)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key in (OPTIMIZER_KEY, SCHEDULER_KEY):
@@ -243,7 +272,22 @@ def default_loggers(root: str) -> list[Any]:
 class LightningMuonJob(MuonLightningCLI):
     """The ``lightning-muon`` command: :class:`MuonLightningCLI` over the built-in byte-level
     GPT and corpus. Without ``--trainer.logger`` it logs to CSV (and TensorBoard when installed)
-    under ``--trainer.default_root_dir``."""
+    under ``--trainer.default_root_dir``; ``--torch_threads N`` sets PyTorch's CPU threads."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--torch_threads",
+            type=PositiveInt | None,
+            default=None,
+            help="Threads for CPU math (torch.set_num_threads); null keeps PyTorch's default. "
+            "On a small or shared CPU one thread is often the fastest.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        threads = self._get(self.config, "torch_threads")
+        if threads is not None:
+            torch.set_num_threads(threads)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

@@ -197,7 +197,7 @@ def test_print_config_round_trips(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--optimizer=NoSuchOptimizer"], "NoSuchOptimizer"),
+        (["--optimizer=NoSuchOptimizer"], "Valid --optimizer values: lightning_muon.Muon, NorMuon"),
         (["--optimizer=NorMuon", "--optimizer.bogus=1"], "bogus"),
         (["--optimizer=Muon"], "lightning_muon.Muon"),  # ambiguous with torch.optim.Muon
         (["--model.optimizer=nomuon"], "Unknown optimizer 'nomuon'. Valid names: adamuon, adamw"),
