@@ -160,31 +160,40 @@ def ns_flops(
     return total
 
 
-def _product(P: torch.Tensor, Y: torch.Tensor, buffer: torch.Tensor, tall: bool) -> torch.Tensor:
-    """``P Y`` written into ``buffer``; with ``tall``, stored as ``(P Y)ᵀ = Yᵀ Pᵀ`` (the caller's
-    layout, so no elementwise pass ever runs on a transposed view). Returns the ``m × n`` view."""
+def _product(
+    P: torch.Tensor, Y: torch.Tensor, buffer: torch.Tensor, tall: bool, a: float = 0.0
+) -> torch.Tensor:
+    """``a Y + P Y`` written into ``buffer``; with ``tall``, stored as ``a Yᵀ + Yᵀ Pᵀ`` (the
+    caller's layout, so no elementwise pass runs on a transposed view). Returns the ``m × n`` view."""
     count, m, n = Y.shape
-    if tall:
-        out = buffer.view(count, n, m)
-        torch.bmm(Y.mT, P.mT, out=out)
-        return out.mT
-    out = buffer.view(count, m, n)
-    torch.bmm(P, Y, out=out)
-    return out
+    left, right = (Y.mT, P.mT) if tall else (P, Y)
+    out = buffer.view(count, n, m) if tall else buffer.view(count, m, n)
+    if a:
+        torch.baddbmm(Y.mT if tall else Y, left, right, beta=a, out=out)
+    else:
+        torch.bmm(left, right, out=out)
+    return out.mT if tall else out
 
 
 def _direct(
     Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool
 ) -> torch.Tensor:
-    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between the two ``buffers``."""
+    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between the two ``buffers``.
+
+    In fp32/fp64 ``a`` is folded into ``P``'s diagonal (no pass over ``Y``); in bf16/fp16 the
+    rounded diagonal would lose ``a``'s low bits, so ``a Y`` is added in the product's accumulator.
+    """
     A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
     P = torch.empty_like(A)
     diagonal = P.diagonal(dim1=-2, dim2=-1)
+    fold = Y.dtype in (torch.float32, torch.float64)
     for k, (a, b, c) in enumerate(schedule):
         torch.bmm(Y, Y.mT, out=A)
         torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
-        diagonal.add_(a)
-        Y = _product(P, Y, buffers[(k + 1) % 2], tall and k == len(schedule) - 1)
+        if fold:
+            diagonal.add_(a)
+        last = tall and k == len(schedule) - 1
+        Y = _product(P, Y, buffers[(k + 1) % 2], last, 0.0 if fold else a)
     return Y
 
 
@@ -225,8 +234,8 @@ def newton_schulz(
 ) -> torch.Tensor:
     """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
 
-    The ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the ``m × n``
-    iterate), all scratch is allocated once per call (``2mn + 2m²`` elements per matrix for the
+    In fp32/fp64 the ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the
+    ``m × n`` iterate), all scratch is allocated once per call (``2mn + 2m²`` elements per matrix for the
     direct form, ``2mn + 4m²`` for the Gram form, ``m ≤ n``), and a tall input is normalised and
     returned in its own layout (the products read and write it transposed), so the output is
     contiguous and later elementwise passes run at full speed.
