@@ -66,3 +66,13 @@ __all__ += [
     "build_optimizer",
     "check_live_parameters",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Name the optimizers when a config's ``class_path`` misspells one (``lightning_muon.NorMoun``)."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'lightning_muon' has no attribute {name!r}")
+    raise AttributeError(
+        f"module 'lightning_muon' has no attribute {name!r}; its optimizers are "
+        + ", ".join(sorted(cls.__name__ for cls in OPTIMIZERS.values()))
+    )

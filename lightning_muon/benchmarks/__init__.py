@@ -9,7 +9,10 @@
 * ``python -m lightning_muon.benchmarks.callback_overhead``: cost of the diagnostic callbacks on
   the quick-start model (interleaved rounds, medians);
 * ``python -m lightning_muon.benchmarks.figure1``: the NorMuon paper's Figure 1 on the
-  quick-start model (AdamW, Muon, NorMuon).
+  quick-start model (AdamW, Muon, NorMuon);
+* ``python -m lightning_muon.benchmarks.efficiency``: the papers' training-efficiency metric (the
+  share of AdamW's steps each optimizer needs to reach AdamW's final validation loss) on a small
+  litgpt GPT, with a learning-rate sweep per optimizer and several seeds.
 
 The building blocks (shape sets, calibration, interleaved timing, memory accounting, the reference
 tier) live in their own modules so tests and other benchmarks can reuse them.

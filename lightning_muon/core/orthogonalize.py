@@ -180,8 +180,10 @@ def _direct(
 ) -> torch.Tensor:
     """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between the two ``buffers``.
 
-    In fp32/fp64 ``a`` is folded into ``P``'s diagonal (no pass over ``Y``); in bf16/fp16 the
-    rounded diagonal would lose ``a``'s low bits, so ``a Y`` is added in the product's accumulator.
+    In fp32/fp64 ``a`` is folded into ``P``'s diagonal (no pass over ``Y``). In bf16/fp16 that
+    fold would round ``a + bA_ii + c(A²)_ii`` (a cancellation) to 8 or 11 bits, doubling the error;
+    there ``a Y + (bA + cA²) Y`` is fused in one ``baddbmm`` that rounds once, as
+    ``torch.optim.Muon`` does.
     """
     A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
     P = torch.empty_like(A)

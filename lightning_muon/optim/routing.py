@@ -113,7 +113,10 @@ def _reject_fsdp1(names: Iterable[str], model: nn.Module | None = None) -> None:
             "FSDP1 (FullyShardedDataParallel / Lightning's FSDPStrategy) flattens parameters into 1-D shards, "
             "so Muon-family optimizers cannot see their matrices. Use FSDP2 instead: Lightning's "
             "ModelParallelStrategy (apply torch.distributed.fsdp.fully_shard in configure_model), Fabric's "
-            "ModelParallelStrategy, or plain fully_shard; on one device use no sharding strategy."
+            "ModelParallelStrategy, or plain fully_shard; on one device use no sharding strategy. "
+            "`litgpt pretrain` uses FSDP1 on more than one device: run the same recipe with "
+            "`python -m lightning_muon.litgpt.pretrain --config <recipe.yaml> --devices <N>` "
+            "(FSDP2, routing by parameter name), or with `litgpt pretrain --devices 1`."
         )
 
 

@@ -1,0 +1,24 @@
+"""litgpt integration: offline pretraining data, a byte tokenizer, recipe checks and an FSDP2 entry point.
+
+* ``litgpt pretrain --config recipes/litgpt/tiny/normuon.yaml`` runs the recipes on one device with
+  stock litgpt (routing by the optimizer's ``vocab_size`` hint);
+* ``python -m lightning_muon.litgpt.pretrain --config ... --devices 2`` runs the same recipes on
+  several devices with FSDP2, name-based routing and optimizer diagnostics
+  (:mod:`lightning_muon.litgpt.pretrain`).
+
+Importing this package imports litgpt (``pip install lightning-muon[litgpt]``).
+"""
+
+from .data import StdlibText, is_byte_tokenizer, tokenizer_size
+from .recipes import RecipeReport, check_recipe, load_recipe
+from .tokenizer import write_byte_tokenizer
+
+__all__ = [
+    "RecipeReport",
+    "StdlibText",
+    "check_recipe",
+    "is_byte_tokenizer",
+    "load_recipe",
+    "tokenizer_size",
+    "write_byte_tokenizer",
+]

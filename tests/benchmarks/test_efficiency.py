@@ -1,0 +1,79 @@
+"""The efficiency benchmark's metric, protocol and outputs (a seconds-long smoke configuration)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lightning_muon.benchmarks import efficiency
+from lightning_muon.benchmarks.efficiency_report import spread, steps_to_reach
+from lightning_muon.benchmarks.lm_training import BenchData, ModelSpec, TrainSpec, train_run
+
+
+def test_steps_to_reach_interpolates_the_first_crossing() -> None:
+    steps, losses = [0, 10, 20, 30], [4.0, 3.0, 2.0, 2.5]
+    assert steps_to_reach(steps, losses, 2.5) == pytest.approx(15.0)
+    assert steps_to_reach(steps, losses, 2.0) == pytest.approx(20.0)
+    assert steps_to_reach(steps, losses, 4.5) == 0.0
+    assert steps_to_reach(steps, losses, 1.9) is None
+    # brute force oracle: the piecewise-linear curve first reaches the target there
+    for target in (3.7, 2.2, 3.0):
+        s = steps_to_reach(steps, losses, target)
+        fine = [i / 100 for i in range(3001)]
+        curve = [_interp(steps, losses, x) for x in fine]
+        assert s == pytest.approx(
+            next(x for x, y in zip(fine, curve) if y <= target + 1e-12), abs=0.01
+        )
+    with pytest.raises(ValueError):
+        steps_to_reach([0, 1], [1.0], 0.5)
+
+
+def _interp(xs, ys, x):
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[-1]
+
+
+def test_spread() -> None:
+    assert spread([1.0, 3.0]) == {"mean": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_a_run_is_a_function_of_its_seed() -> None:
+    data = BenchData.load(max_bytes=100_000, block_size=16, val_windows=4)
+    model, spec = (
+        ModelSpec(n_layer=1, n_embd=16, n_head=2, block_size=16),
+        TrainSpec(steps=4, batch_size=2, warmup_steps=1, eval_every=2),
+    )
+    a, b = (train_run("muon", 0.02, 3, model, spec, data) for _ in range(2))
+    c = train_run("muon", 0.02, 4, model, spec, data)
+    assert a.val_losses == b.val_losses and a.eval_steps == [0, 2, 4]
+    assert a.val_losses != c.val_losses
+    assert a.val_losses[-1] < a.val_losses[0] < math.log(256) + 0.5
+
+
+def test_benchmark_end_to_end(tmp_path) -> None:
+    out = tmp_path / "eff.json"
+    argv = ["--out", str(out), "--optimizers", "adamw", "normuon", "--seeds", "0", "1",
+            "--steps", "6", "--eval-every", "3", "--warmup-steps", "1", "--n-layer", "1",
+            "--n-embd", "16", "--n-head", "2", "--block-size", "16", "--batch-size", "2",
+            "--val-windows", "4", "--max-bytes", "100000", "--max-extensions", "1",
+            "--timing-rounds", "2"]  # fmt: skip
+    summary = efficiency.main(argv)
+    saved = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "% of AdamW's steps" in out.with_suffix(".md").read_text()
+    rows = {r["optimizer"]: r for r in summary["table"]}
+    assert rows["adamw"]["time_ratio"] == 1.0
+    # the target of each seed is that seed's AdamW final loss, so AdamW needs all its steps
+    assert rows["adamw"]["fraction"] == {"mean": 1.0, "min": 1.0, "max": 1.0}
+    sweep = {r["lr"] for r in saved["sweep"]["normuon"]}
+    assert {5e-4, 1e-3, 2e-3} <= sweep and len(sweep) <= 4  # grid, plus at most one extension
+    seeds = {r["seed"] for r in saved["runs"] if r["optimizer"] == "normuon"}
+    assert seeds == {0, 1}
+    # rerunning the same command reuses the cached runs (only the timing is measured again)
+    again = efficiency.main(argv)["table"]
+    strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k} for r in rows]  # noqa: E731
+    assert strip(again) == strip(summary["table"])
