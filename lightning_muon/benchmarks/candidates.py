@@ -10,6 +10,8 @@ that they are unchanged). Candidates:
 * ``torch_muon`` (``torch.optim.Muon``), ``reference_muon`` (the plain fp32 per-matrix loop of
   :mod:`.reference`), ``adamw_foreach`` / ``adamw_fused`` (``torch.optim.AdamW``) on the hidden
   matrices;
+* ``muon+fast``, ``normuon+fast``: with ``ns_form="fast"`` (the Gram form of Newton–Schulz for
+  wide fp32 matrices, which fp32 does not take by default);
 * ``muon+compiled``, ``normuon+compiled``: with ``compile_elementwise=True`` (``torch.compile`` of
   the elementwise hooks; compiled during warm-up; not in the default line-up);
 * ``ns``: only our batched Newton–Schulz over the hidden matrices, bucketed as the optimizers do;
@@ -65,8 +67,8 @@ class Candidate:
         params: the parameters it updates (for state accounting).
         optimizer: the optimizer, if any.
         ns_dtype: the Newton–Schulz compute dtype (the matmul rate it is compared with).
-        ns_forms: whether its Newton–Schulz uses our forms (direct/Gram by shape and dtype) or
-            always the direct form (``torch.optim.Muon``, the reference loop).
+        ns_form: the Newton–Schulz form it runs (``"auto"``/``"fast"``: ours by shape and dtype;
+            ``"direct"``: ``torch.optim.Muon`` and the reference loop), for counting its FLOPs.
     """
 
     name: str
@@ -77,7 +79,7 @@ class Candidate:
     optimizer: torch.optim.Optimizer | None = None
     ns_dtype: torch.dtype | None = None
     clock: str = "wall"
-    ours: bool = True
+    ns_form: str = "auto"
 
     def run(self) -> float:
         """One step; seconds on ``clock``, synchronised on accelerators."""
@@ -89,6 +91,7 @@ def other_ns_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if default_ns_dtype(device) == torch.bfloat16 else torch.bfloat16
 
 
+GRAM_CANDIDATES = ("muon+fast", "normuon+fast")
 COMPILED_CANDIDATES = ("muon+compiled", "normuon+compiled")
 
 
@@ -96,7 +99,14 @@ def candidate_names(device: torch.device, compiled: bool = False) -> list[str]:
     """Every candidate name, in report order (``compiled``: with the ``+compiled`` variants)."""
     other = str(other_ns_dtype(device)).removeprefix("torch.")
     extra = COMPILED_CANDIDATES if compiled else ()
-    return [*OPTIMIZERS, f"muon@{other}", *extra, *TORCH_CANDIDATES, *EXTRA_CANDIDATES]
+    return [
+        *OPTIMIZERS,
+        f"muon@{other}",
+        *GRAM_CANDIDATES,
+        *extra,
+        *TORCH_CANDIDATES,
+        *EXTRA_CANDIDATES,
+    ]
 
 
 class TensorBank:
@@ -193,11 +203,16 @@ def build_candidates(
             ps = hidden.parameters()
             opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}])
             out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, default)
-        elif name.endswith("+compiled"):
+        elif name.endswith(("+compiled", "+fast")):
+            base, variant = name.split("+")
             ps = hidden.parameters()
-            opt = OPTIMIZERS[name.removesuffix("+compiled")]([{"params": ps, "branch": "muon"}])
-            opt.compile_elementwise = True
+            opt = OPTIMIZERS[base]([{"params": ps, "branch": "muon"}])
+            if variant == "fast":
+                opt.ns_form = "fast"
+            else:
+                opt.compile_elementwise = True
             out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, default)
+            out[name].ns_form = opt.ns_form
         elif name.startswith("muon@"):
             dtype = other_ns_dtype(device)
             ps = hidden.parameters()
@@ -207,13 +222,13 @@ def build_candidates(
             ps = hidden.parameters()
             opt = torch.optim.Muon(ps, lr=0.02, momentum=0.95, nesterov=True)
             out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, torch.bfloat16)
-            out[name].ours = False
+            out[name].ns_form = "direct"
         elif name == "reference_muon":
             ps = hidden.parameters()
             out[name] = _optimizer_candidate(
                 name, "orthogonal", ReferenceMuon(ps), ps, sync, torch.float32
             )
-            out[name].ours = False
+            out[name].ns_form = "direct"
         elif name in ("adamw_foreach", "adamw_fused"):
             ps = hidden.parameters()
             flag = {"fused": True} if name == "adamw_fused" else {"foreach": True}

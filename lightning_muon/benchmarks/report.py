@@ -48,7 +48,7 @@ def _set_tables(name: str, s: dict[str, Any]) -> list[str]:
         "",
         f"{s['hidden_matrices']} hidden matrices ({s['hidden_numel'] / 1e6:.2f} M parameters,"
         f" {s['ns_gflop_per_step']:.1f} GFLOP of direct-form Newton–Schulz per step,"
-        f" {s['ns_gflop_per_step_executed_fp32']:.1f} GFLOP executed by our fp32 path); AdamW-branch tensors"
+        f' {s["ns_gflop_per_step_fast_fp32"]:.1f} GFLOP with `ns_form="fast"`); AdamW-branch tensors'
         f" {s['aux_numel'] / 1e6:.2f} M. Machine in the same rounds: fp32 matmul"
         f" {probes['matmul_float32']['median_rate'] / 1e9:.0f} GFLOP/s, bf16 matmul"
         f" {probes['matmul_bfloat16']['median_rate'] / 1e9:.0f} GFLOP/s, copy"

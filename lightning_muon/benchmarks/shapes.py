@@ -16,8 +16,8 @@ Sets:
 
 Newton–Schulz cost of an ``m × n`` matrix (``m ≤ n`` after transposing), ``T`` quintic steps:
 ``T·(4m²n + 2m³)`` FLOPs in the direct form (:func:`ns_flops`, the common yardstick), and what
-our implementation executes, which takes the Gram form for wide fp32 matrices
-(:func:`ns_flops_executed`).
+our implementation executes in a given dtype and form (:func:`ns_flops_executed`; the Gram form
+needs fewer for wide matrices).
 
 Example:
     >>> s = SHAPE_SETS["medium"]
@@ -26,7 +26,7 @@ Example:
     >>> round(s.ns_flops(steps=5) / 1e9, 1)  # GFLOP per step
     126.8
     >>> import torch
-    >>> round(s.ns_flops_executed(5, torch.float32) / 1e9, 1)  # Gram form for the 3x and 4x wide ones
+    >>> round(s.ns_flops_executed(5, torch.float32, "fast") / 1e9, 1)  # Gram for the 3x, 4x wide ones
     79.7
 """
 
@@ -53,9 +53,9 @@ def ns_flops(shape: Shape, steps: int = 5) -> int:
     return newton_schulz_flops(*_matrix(shape), steps, form="direct")
 
 
-def ns_flops_executed(shape: Shape, steps: int, dtype: torch.dtype) -> int:
-    """FLOPs :func:`~lightning_muon.core.orthogonalize.newton_schulz` executes in ``dtype``."""
-    return newton_schulz_flops(*_matrix(shape), steps, dtype)
+def ns_flops_executed(shape: Shape, steps: int, dtype: torch.dtype, form: str = "auto") -> int:
+    """FLOPs :func:`~lightning_muon.core.orthogonalize.newton_schulz` executes in ``dtype`` and ``form``."""
+    return newton_schulz_flops(*_matrix(shape), steps, dtype, form)
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ class ShapeSet:
         """Direct-form Newton–Schulz FLOPs of one step over all hidden matrices."""
         return sum(ns_flops(shape, steps) for _, shape in self.hidden)
 
-    def ns_flops_executed(self, steps: int, dtype: torch.dtype) -> int:
-        """FLOPs our Newton–Schulz executes in ``dtype`` over all hidden matrices."""
-        return sum(ns_flops_executed(shape, steps, dtype) for _, shape in self.hidden)
+    def ns_flops_executed(self, steps: int, dtype: torch.dtype, form: str = "auto") -> int:
+        """FLOPs our Newton–Schulz executes in ``dtype`` and ``form`` over all hidden matrices."""
+        return sum(ns_flops_executed(shape, steps, dtype, form) for _, shape in self.hidden)
 
     @staticmethod
     def _count(entries: tuple[tuple[str, Shape], ...]) -> int:

@@ -48,7 +48,9 @@ from .timing import CLOCKS, default_clock, interleaved, rate_summary, ratio_summ
 #: (numerator, denominator, upper limit or None): per-round ratios of step times.
 COMPARISONS: tuple[tuple[str, str, float | None], ...] = (
     ("muon", "reference_muon", 1.0),
+    ("muon+fast", "reference_muon", 1.0),
     ("muon", "torch_muon", 0.1),
+    ("muon+fast", "torch_muon", 0.1),
     ("muon@bfloat16", "torch_muon", None),
     ("muon@float32", "reference_muon", 1.0),
     ("normuon", "muon", 1.1),
@@ -56,6 +58,8 @@ COMPARISONS: tuple[tuple[str, str, float | None], ...] = (
     ("muon_nsr", "muon", 1.25),
     ("muon_vs", "muon", 1.25),
     ("spectral_muon", "muon", None),
+    ("muon+fast", "muon", None),
+    ("normuon+fast", "normuon", None),
     ("muon+compiled", "muon", None),
     ("normuon+compiled", "normuon", None),
     ("ns", "muon", None),
@@ -80,7 +84,7 @@ def _throughput(
     if cand.kind == "orthogonal":
         probe = f"matmul_{str(cand.ns_dtype).removeprefix('torch.')}"
         flops = shape_set.ns_flops(steps=5)
-        executed = shape_set.ns_flops_executed(5, cand.ns_dtype) if cand.ours else flops
+        executed = shape_set.ns_flops_executed(5, cand.ns_dtype, cand.ns_form)
         s = rate_summary(executed, seconds, probes.get(probe))
         return {
             "ns_gflops": rate_summary(flops, seconds)["median"] / 1e9,
@@ -163,7 +167,7 @@ def run_set(
         "hidden_numel": shape_set.hidden_numel,
         "aux_numel": shape_set.aux_numel,
         "ns_gflop_per_step": shape_set.ns_flops(5) / 1e9,
-        "ns_gflop_per_step_executed_fp32": shape_set.ns_flops_executed(5, torch.float32) / 1e9,
+        "ns_gflop_per_step_fast_fp32": shape_set.ns_flops_executed(5, torch.float32, "fast") / 1e9,
         "probes": {
             p.name: {
                 "median_rate": statistics.median(rates[p.name]),

@@ -21,7 +21,8 @@ Two exact rewritings of the same iteration, chosen by shape and dtype (:func:`ne
   to form ``A_0`` and to apply the product, ``4m²n + (8T-6)m³`` FLOPs, 44% fewer for
   ``n = 4m`` at ``T = 5``. It is restarted from the iterate every :data:`GRAM_SEGMENT` steps
   (the product's norm grows like ``a^T``, and with it the rounding error); it is
-  chosen automatically for fp64 only (fp32 opts in with ``form="gram"``), for ``n ≥`` :data:`GRAM_ASPECT` ``· m``.
+  chosen automatically for fp64 only, for ``n ≥`` :data:`GRAM_ASPECT` ``· m``; ``form="fast"``
+  takes it for wide fp32 matrices too (the CPU speed option), ``form="gram"`` forces it.
 
 Example:
     >>> import torch
@@ -115,14 +116,24 @@ GRAM_ASPECT = 2.5
 GRAM_SEGMENT = 5
 #: Dtypes whose ``"auto"`` form may be Gram. Not fp32: there the Gram form's error against the exact
 #: iteration grows 30-50x on ill-conditioned inputs (1.3e-4 vs 2.8e-6 at condition number 1e4), enough
-#: to break sharded == single-process parity; ``form="gram"`` still opts in.
+#: to break sharded == single-process parity; ``form="fast"`` (or ``"gram"``) opts in.
 _GRAM_DTYPES = (torch.float64,)
+NS_FORMS = ("auto", "fast", "direct", "gram")
 
 
-def ns_form(m: int, n: int, dtype: torch.dtype) -> str:
-    """``"gram"`` or ``"direct"``: the form :func:`newton_schulz` uses for ``m × n`` in ``dtype``."""
+def ns_form(m: int, n: int, dtype: torch.dtype, form: str = "auto") -> str:
+    """``"gram"`` or ``"direct"``: the form :func:`newton_schulz` runs for ``m × n`` in ``dtype``.
+
+    ``form``: ``"auto"`` (Gram for wide fp64 only), ``"fast"`` (Gram for wide fp32 too: the CPU
+    speed option), or ``"direct"``/``"gram"`` (forced).
+    """
+    if form not in NS_FORMS:
+        raise ValueError(f"Invalid form: {form!r}; expected one of {NS_FORMS}")
+    if form in ("direct", "gram"):
+        return form
+    dtypes = _GRAM_DTYPES if form == "auto" else (torch.float32, torch.float64)
     m, n = min(m, n), max(m, n)
-    return "gram" if dtype in _GRAM_DTYPES and n >= GRAM_ASPECT * m else "direct"
+    return "gram" if dtype in dtypes and n >= GRAM_ASPECT * m else "direct"
 
 
 def ns_flops(
@@ -131,8 +142,7 @@ def ns_flops(
     """FLOPs of the matrix products :func:`newton_schulz` runs on one ``m × n`` matrix.
 
     Direct form ``T(4a²b + 2a³)`` (``a = min(m, n)``, ``b = max(m, n)``); Gram form
-    ``4a²b + (8L - 6)a³`` per restart segment of ``L`` steps. ``form="auto"`` is the form
-    :func:`newton_schulz` picks for ``dtype`` (:func:`ns_form`).
+    ``4a²b + (8L - 6)a³`` per restart segment of ``L`` steps; ``form`` as in :func:`ns_form`.
 
     Example:
         >>> ns_flops(768, 3072, 5, torch.float32)  # direct
@@ -141,9 +151,7 @@ def ns_flops(
         22649241600
     """
     a, b = min(m, n), max(m, n)
-    if form == "auto":
-        form = ns_form(a, b, dtype)
-    if form == "direct":
+    if ns_form(a, b, dtype, form) == "direct":
         return steps * (4 * a * a * b + 2 * a**3)
     total = 0
     for start in range(0, steps, GRAM_SEGMENT):
@@ -152,37 +160,54 @@ def ns_flops(
     return total
 
 
-def _direct(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
-    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two buffers.
+def _product(
+    P: torch.Tensor, Y: torch.Tensor, buffer: torch.Tensor, tall: bool, a: float = 0.0
+) -> torch.Tensor:
+    """``a Y + P Y`` written into ``buffer``; with ``tall``, stored as ``a Yᵀ + Yᵀ Pᵀ`` (the
+    caller's layout, so no elementwise pass runs on a transposed view). Returns the ``m × n`` view."""
+    count, m, n = Y.shape
+    left, right = (Y.mT, P.mT) if tall else (P, Y)
+    out = buffer.view(count, n, m) if tall else buffer.view(count, m, n)
+    if a:
+        torch.baddbmm(Y.mT if tall else Y, left, right, beta=a, out=out)
+    else:
+        torch.bmm(left, right, out=out)
+    return out.mT if tall else out
 
-    In fp32/fp64 ``a`` is folded into ``P``'s diagonal. In bf16/fp16 that fold would round
-    ``a + bA_ii + c(A²)_ii`` (a cancellation) to 8 or 11 bits, doubling the error; there
-    ``a Y + (bA + cA²) Y`` is fused in one ``baddbmm`` that rounds once, as ``torch.optim.Muon`` does.
+
+def _direct(
+    Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool
+) -> torch.Tensor:
+    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between the two ``buffers``.
+
+    In fp32/fp64 ``a`` is folded into ``P``'s diagonal (no pass over ``Y``). In bf16/fp16 that
+    fold would round ``a + bA_ii + c(A²)_ii`` (a cancellation) to 8 or 11 bits, doubling the error;
+    there ``a Y + (bA + cA²) Y`` is fused in one ``baddbmm`` that rounds once, as
+    ``torch.optim.Muon`` does.
     """
-    spare = torch.empty_like(Y)
     A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
     P = torch.empty_like(A)
-    fold = Y.dtype in (torch.float32, torch.float64)
     diagonal = P.diagonal(dim1=-2, dim2=-1)
-    for a, b, c in schedule:
+    fold = Y.dtype in (torch.float32, torch.float64)
+    for k, (a, b, c) in enumerate(schedule):
         torch.bmm(Y, Y.mT, out=A)
         torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
         if fold:
             diagonal.add_(a)
-            torch.bmm(P, Y, out=spare)
-        else:
-            torch.baddbmm(Y, P, Y, beta=a, alpha=1.0, out=spare)
-        Y, spare = spare, Y
+        last = tall and k == len(schedule) - 1
+        Y = _product(P, Y, buffers[(k + 1) % 2], last, 0.0 if fold else a)
     return Y
 
 
-def _gram(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
+def _gram(
+    Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool
+) -> torch.Tensor:
     """The same iterates through ``A_{k+1} = A_k P_k²`` and ``Q = P_{T-1}⋯P_0``, restarted every segment."""
-    out = torch.empty_like(Y)
     A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
     P, Q, R = torch.empty_like(A), torch.empty_like(A), torch.empty_like(A)
     diagonal = P.diagonal(dim1=-2, dim2=-1)
-    for start in range(0, len(schedule), GRAM_SEGMENT):
+    starts = range(0, len(schedule), GRAM_SEGMENT)
+    for i, start in enumerate(starts):
         segment = schedule[start : start + GRAM_SEGMENT]
         torch.bmm(Y, Y.mT, out=A)
         for k, (a, b, c) in enumerate(segment):
@@ -197,8 +222,7 @@ def _gram(Y: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
                 torch.bmm(A, P, out=R)
                 torch.bmm(R, P, out=A)
                 A.add_(A.mT.clone()).mul_(0.5)  # keep A symmetric against rounding
-        torch.bmm(Q, Y, out=out)
-        Y, out = out, Y
+        Y = _product(Q, Y, buffers[(i + 1) % 2], tall and i == len(starts) - 1)
     return Y
 
 
@@ -212,9 +236,11 @@ def newton_schulz(
 ) -> torch.Tensor:
     """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
 
-    The ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the ``m × n``
-    iterate) and all scratch is allocated once per call: ``2mn + 2m²`` elements per matrix for
-    the direct form, ``2mn + 4m²`` for the Gram form (``m ≤ n``).
+    In fp32/fp64 the ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the
+    ``m × n`` iterate), all scratch is allocated once per call (``2mn + 2m²`` elements per matrix for the
+    direct form, ``2mn + 4m²`` for the Gram form, ``m ≤ n``), and a tall input is normalised and
+    returned in its own layout (the products read and write it transposed), so the output is
+    contiguous and later elementwise passes run at full speed.
 
     Args:
         X: one matrix or a stack of same-shape matrices.
@@ -222,34 +248,32 @@ def newton_schulz(
         steps: number of iterations.
         eps: added to the scaled Frobenius norm, so a zero input gives a zero output.
         dtype: compute dtype; ``None`` picks :func:`default_ns_dtype` for ``X``'s device.
-        form: ``"auto"`` (:func:`ns_form`), ``"direct"`` or ``"gram"``.
+        form: ``"auto"`` or ``"fast"`` (chosen by shape and dtype, :func:`ns_form`), ``"direct"``
+            or ``"gram"``.
 
     Returns:
         A tensor of ``X``'s shape and dtype (computed in ``dtype``).
     """
     if X.ndim < 2:
         raise ValueError(f"newton_schulz needs matrices (..., m, n), got shape {tuple(X.shape)}")
-    if form not in ("auto", "direct", "gram"):
-        raise ValueError(f"Invalid form: {form!r}; expected 'auto', 'direct' or 'gram'")
+    if form not in NS_FORMS:
+        raise ValueError(f"Invalid form: {form!r}; expected one of {NS_FORMS}")
     if X.numel() == 0:
         return torch.zeros_like(X)
     out_dtype = X.dtype
     compute = dtype or default_ns_dtype(X.device)
     batch, lead = _as_batch(X)
-    # ‖X‖_F is transpose invariant: take it on the stored layout, in (at least) fp32, without a
-    # copy; the division below happens in that precision too, before the cast to ``compute``.
+    # The normalisation happens in (at least) fp32, before the cast to ``compute``.
     wide = torch.promote_types(batch.dtype, torch.float32)
     norm = torch.linalg.vector_norm(batch, dim=(-2, -1), keepdim=True, dtype=wide)
-    transposed = batch.size(-2) > batch.size(-1)
-    if transposed:
-        batch = batch.mT
-    count, m, n = batch.shape
-    Y = torch.empty((count, m, n), dtype=compute, device=X.device)
-    torch.div(batch, norm * table.norm_scale + eps, out=Y)
-    if form == "auto":
-        form = ns_form(m, n, compute)
-    Y = (_gram if form == "gram" else _direct)(Y, table.schedule(steps))
-    if transposed:
+    Y0 = torch.empty(batch.shape, dtype=compute, device=X.device)
+    torch.div(batch, norm * table.norm_scale + eps, out=Y0)
+    tall = batch.size(-2) > batch.size(-1)
+    Y = Y0.mT if tall else Y0  # m ≤ n from here on
+    spare = torch.empty(Y0.numel(), dtype=compute, device=X.device)
+    iterate = _gram if ns_form(*Y.shape[-2:], compute, form) == "gram" else _direct
+    Y = iterate(Y, table.schedule(steps), (Y0.view(-1), spare), tall)
+    if tall:
         Y = Y.mT
     return Y.reshape(*lead, *Y.shape[-2:]).to(out_dtype)
 
@@ -279,6 +303,7 @@ def make_orthogonalizer(
     steps: int = 5,
     eps: float = 1e-7,
     dtype: torch.dtype | None = None,
+    form: str = "auto",
 ) -> Orthogonalizer:
     """Build the function ``X (..., m, n) ↦ O`` named by ``spec``.
 
@@ -288,7 +313,10 @@ def make_orthogonalizer(
         steps: Newton–Schulz iterations (ignored for ``"svd"``).
         eps: normalisation epsilon.
         dtype: compute dtype (``None``: by device).
+        form: Newton–Schulz form, ``"auto"``, ``"fast"``, ``"direct"`` or ``"gram"`` (:func:`ns_form`).
     """
+    if form not in NS_FORMS:
+        raise ValueError(f"Invalid form: {form!r}; expected one of {NS_FORMS}")
     if isinstance(spec, str):
         if spec == "svd":
             return exact_polar
@@ -301,7 +329,7 @@ def make_orthogonalizer(
         table = custom_table(spec)
 
     def orthogonalize(X: torch.Tensor) -> torch.Tensor:
-        return newton_schulz(X, table, steps=steps, eps=eps, dtype=dtype)
+        return newton_schulz(X, table, steps=steps, eps=eps, dtype=dtype, form=form)
 
     return orthogonalize
 

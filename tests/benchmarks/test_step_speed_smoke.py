@@ -18,6 +18,7 @@ CANDIDATES = [
     "muon_nsr",
     "muon_vs",
     "muon@bfloat16",
+    "muon+fast",
     "torch_muon",
     "reference_muon",
     "adamw_fused",
@@ -76,7 +77,8 @@ def test_loose_ratios_hold(result):
     assert ratio(result, "normuon / muon") <= 1.5
     for name in ("adamuon", "muon_nsr", "muon_vs"):
         assert ratio(result, f"{name} / muon") <= 1.6, name
-    assert ratio(result, "muon / reference_muon") <= 1.2
+    assert ratio(result, "muon / reference_muon") <= 1.25
+    assert ratio(result, "muon+fast / reference_muon") <= 1.0
     assert ratio(result, "ns / muon") <= 1.1
     assert ratio(result, "adamw_branch / adamw_fused_aux") <= 1.6
 

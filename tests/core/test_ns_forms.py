@@ -130,5 +130,28 @@ def test_zero_and_rank_deficient_inputs_stay_finite_in_gram_form():
 
 
 def test_invalid_form_is_rejected():
-    with pytest.raises(ValueError, match="Invalid form: 'fast'"):
-        newton_schulz(torch.randn(4, 8), JORDAN, form="fast")
+    with pytest.raises(ValueError, match="Invalid form: 'turbo'"):
+        newton_schulz(torch.randn(4, 8), JORDAN, form="turbo")
+    with pytest.raises(ValueError, match="Invalid form: 'turbo'"):
+        ns_form(4, 8, torch.float32, "turbo")
+
+
+def test_fast_form_takes_gram_for_wide_fp32_only():
+    assert ns_form(768, 3072, torch.float32, "fast") == "gram"
+    assert ns_form(2304, 768, torch.float32, "fast") == "gram"
+    assert ns_form(768, 768, torch.float32, "fast") == "direct"
+    assert ns_form(768, 3072, torch.bfloat16, "fast") == "direct"
+    assert ns_form(16, 16, torch.float32, "gram") == "gram"  # forced
+    X = torch.randn(2, 16, 64)
+    torch.testing.assert_close(
+        newton_schulz(X, JORDAN, form="fast"), newton_schulz(X, JORDAN, form="gram"), atol=0, rtol=0
+    )
+
+
+@pytest.mark.parametrize("form", ["direct", "gram"])
+def test_tall_input_comes_back_contiguous_in_its_own_layout(form):
+    X = torch.randn(3, 40, 12, dtype=torch.float64)
+    out = newton_schulz(X, JORDAN, 5, dtype=torch.float64, form=form)
+    assert out.is_contiguous() and out.shape == X.shape
+    for i in range(3):
+        torch.testing.assert_close(out[i], textbook(X[i], JORDAN, 5), atol=1e-10, rtol=0)

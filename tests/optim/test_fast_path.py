@@ -190,3 +190,23 @@ def test_packed_state_stays_packed_through_save_and_load():
     opt.step(), resumed.step()
     for a, b in zip(ps, resumed_params, strict=True):
         assert torch.equal(a, b)
+
+
+def test_ns_form_attribute_selects_the_fast_form_and_is_validated():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def run(form):
+        ps = params([(16, 64), (16, 64), (64, 16)])
+        opt = OPTIMIZERS["muon"]([{"params": ps, "branch": "muon"}])
+        opt.ns_form = form
+        set_grads(ps, 0)
+        with FlopCounterMode(display=False) as counter:
+            opt.step()
+        return ps, counter.get_total_flops()
+
+    (default, direct_flops), (fast, fast_flops) = run("auto"), run("fast")
+    assert fast_flops < 0.7 * direct_flops  # aspect 4: 4m²n + 34m³ vs 20m²n + 10m³
+    for a, b in zip(default, fast, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="ns_form"):
+        run("turbo")
