@@ -295,6 +295,16 @@ class MuonFamilyOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self.state and not any(
+            p.grad is not None for g in self.param_groups for p in g["params"]
+        ):
+            raise RuntimeError(
+                f"{type(self).__name__}: the first step found no gradient on any of its parameters, so it "
+                "holds tensors the model no longer trains (e.g. built from model.parameters() before FSDP2's "
+                "fully_shard replaced them, as the stock LightningCLI --optimizer does). Build it at fit time from "
+                "the live parameters: lightning_muon.cli.MuonLightningCLI, lightning_muon.MuonMixin, or "
+                "lightning_muon.build_optimizer(self, ...) inside configure_optimizers."
+            )
         if not self._check_gradients():
             return loss
         self.captured_directions = {}

@@ -283,3 +283,16 @@ def test_plain_tensors_warn_and_vocab_hint_routes_embeddings():
         warnings.simplefilter("error")
         opt = OPTIMIZERS["muon"](model.parameters(), vocab_size=40)
     assert [tuple(p.shape) for p in opt.param_groups[0]["params"]] == [(24, 12), (12, 24)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_first_step_without_any_gradient_fails_loudly(name):
+    """Stale parameters (optimizer built before FSDP2 replaced them) must not train nothing silently."""
+    model = make_model()
+    opt = make(name, model)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        opt.step()
+    loss_of(model).backward()
+    opt.step()
+    opt.zero_grad()
+    opt.step()  # later steps without gradients (everything frozen for a while) are allowed
