@@ -136,7 +136,7 @@ def plot_curves(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path)
         axis.grid(alpha=0.3)
     steps = summary["config"]["train"]["steps"]
     zoom.set_xlim(0.25 * steps, steps)
-    zoom.set_ylim(target - 0.2, target + 0.4)
+    zoom.set_ylim(target - 0.35, target + 0.4)
     zoom.set_title("zoom near AdamW's final loss (dashed)")
     ax.set_title("validation loss, mean over seeds (band: min–max)")
     ax.legend(fontsize=8)

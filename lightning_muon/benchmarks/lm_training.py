@@ -139,6 +139,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, with ``final_val_loss``."""
         out = asdict(self)
+        out["train_losses"] = [round(x, 4) for x in self.train_losses]
         out["final_val_loss"] = self.final_val_loss
         return out
 
