@@ -210,7 +210,9 @@ def _index(specs: dict[str, OptimizerSpec]) -> dict[str, OptimizerSpec]:
         for alias in (spec.name, spec.cls.__name__, *spec.aliases):
             taken = index.setdefault(_key(alias), spec)
             if taken is not spec:
-                raise ValueError(f"Invalid alias: {alias!r} names both {taken.name} and {spec.name}")
+                raise ValueError(
+                    f"Invalid alias: {alias!r} names both {taken.name} and {spec.name}"
+                )
     return index
 
 

@@ -38,33 +38,31 @@ def test_exact_power_of_a_rank_two_fp32_matrix_drops_the_round_off_directions(p)
     assert error < 1e-6, error
 
 
-@pytest.mark.parametrize("p", [0.25, 0.5])
-def test_spectral_muon_with_spectral_method_svd_is_exact_on_rank_deficient_input(p):
-    W = torch.nn.Parameter(torch.zeros(64, 64))
-    opt = lm.SpectralMuon(
-        [{"params": [W], "branch": "muon"}], power=p, direction="momentum", spectral_method="svd"
-    )
-    W.grad = rank_two(seed=1)
-    opt.capture_directions([W])
-    opt.step()  # the first heavy-ball step is the gradient itself: O = Ψ_p(G)
-    error = relative_error(opt.captured_directions[W], truncated_power(W.grad, p, 2))
-    assert error < 1e-6, error
-
-
-@pytest.mark.xfail(
+ORTHOGONALIZER_SVD_ALONE = pytest.mark.xfail(
     strict=True,
     reason="orthogonalizer='svd' alone does not select the exact Ψ_p in SpectralMuon yet "
     "(spectral_method='svd' is still needed for p in {1/4, 1/2})",
 )
+
+
+@pytest.mark.parametrize(
+    "exact",
+    [
+        pytest.param({"spectral_method": "svd"}, id="spectral_method"),
+        pytest.param(
+            {"orthogonalizer": "svd"}, id="orthogonalizer", marks=ORTHOGONALIZER_SVD_ALONE
+        ),
+    ],
+)
 @pytest.mark.parametrize("p", [0.25, 0.5])
-def test_orthogonalizer_svd_alone_makes_spectral_muon_exact(p):
+def test_spectral_muon_in_exact_mode_is_exact_on_rank_deficient_input(p, exact):
     W = torch.nn.Parameter(torch.zeros(64, 64))
     opt = lm.SpectralMuon(
-        [{"params": [W], "branch": "muon"}], power=p, direction="momentum", orthogonalizer="svd"
+        [{"params": [W], "branch": "muon"}], power=p, direction="momentum", **exact
     )
-    W.grad = rank_two(seed=2)
+    W.grad = rank_two(seed=1)
     opt.capture_directions([W])
-    opt.step()
+    opt.step()  # the first heavy-ball step is the gradient itself: O = Ψ_p(G)
     error = relative_error(opt.captured_directions[W], truncated_power(W.grad, p, 2))
     assert error < 1e-6, error
 
