@@ -2,7 +2,7 @@ r"""Every algorithm as one function of a single matrix: ``update(G, state, hp) -
 
 ``G`` is the gradient of one ``m × n`` weight ``W``, ``state`` a dict this function fills on the
 first call and updates in place, ``hp`` the optimizer's constructor arguments (all of them: the
-registry fills in the defaults, :meth:`lightning_muon.optim.registry.OptimizerSpec.hyperparameters`).
+registry fills in the defaults, :meth:`lightning_muon.optim.spec.OptimizerSpec.hyperparameters`).
 The returned ``U`` is applied as
 
 .. math::
