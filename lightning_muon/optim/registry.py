@@ -3,8 +3,8 @@
 A spec declares everything the rest of the package and its tests need to know about an
 optimizer: its name and aliases, its class, the constructor variants worth testing, the
 constructor arguments it must reject, and its reference update
-(:mod:`lightning_muon.reference`). The contract tests, the oracle and parity tests, the
-factory, the CLI, the recipe checks and the benchmarks all read :data:`SPECS`.
+(:mod:`lightning_muon.reference`). The contract, oracle and parity tests are generated from
+:data:`SPECS`; configuration paths and benchmarks take names and classes from this module.
 
 * :data:`SPECS`: registry name → spec, the Muon family first, then the ``"adamw"`` baseline.
 * :data:`OPTIMIZERS`: registry name → class, the Muon family only.
