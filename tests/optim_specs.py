@@ -1,54 +1,50 @@
-"""One declaration per optimizer: the keyword arguments the generic tests use (OptimizerInfo-style)."""
+"""pytest parametrizations over the optimizer registry (``lightning_muon.optim.registry.SPECS``).
+
+Every generic test takes its optimizers from here, so a new registry entry (or a new variant of
+one) is tested everywhere without editing a test.
+"""
 
 from __future__ import annotations
 
-from lightning_muon.optim.registry import OPTIMIZERS
+import pytest
 
-#: Extra constructor arguments per optimizer for the generic tests (defaults otherwise).
-TEST_KWARGS: dict[str, dict] = {
-    "muon": {},
-    "normuon": {},
-    "adamuon": {},
-    "muon_nsr": {},
-    "muon_vs": {},
-    "spectral_muon": {},
-}
+from lightning_muon.optim.registry import SPECS, available_names
 
-#: Constructor arguments that must be rejected, with the text the error names.
-INVALID_ARGS: dict[str, list[tuple[dict, str]]] = {
-    name: [
-        ({"lr": -1.0}, "lr"),
-        ({"lr": float("nan")}, "lr"),
-        ({"weight_decay": -0.1}, "weight_decay"),
-        ({"adamw_betas": (0.9, 1.0)}, "adamw_betas"),
-        ({"adamw_eps": 0.0}, "adamw_eps"),
-        ({"adamw_lr_ratio": -1.0}, "adamw_lr_ratio"),
-        ({"orthogonalizer": "newton"}, "orthogonalizer"),
-        ({"orthogonalizer": [(1.0, 2.0)]}, "orthogonalizer"),
-        ({"ns_steps": 0}, "ns_steps"),
-        ({"ns_steps": 100}, "ns_steps"),
-        ({"ns_dtype": "int8"}, "ns_dtype"),
-        ({"scale": "huge"}, "scale"),
-        ({"nonfinite": "ignore"}, "nonfinite"),
-        ({"vocab_size": 0}, "vocab_size"),
+MUON_FAMILY = [SPECS[name] for name in available_names("muon")]
+
+#: Variants whose parity with the reference tier waits on a change to the optimizer classes.
+PENDING: dict[tuple[str, str], str] = {}
+
+
+def spec_params(family: str | None = "muon") -> list:
+    """One ``pytest.param(spec)`` per registry entry of ``family`` (``None``: all)."""
+    return [pytest.param(SPECS[name], id=name) for name in available_names(family)]
+
+
+def variant_params(family: str | None = "muon", heavy: bool = False, pending: bool = False) -> list:
+    """One ``pytest.param(spec, variant)`` per constructor variant of every entry of ``family``.
+
+    ``heavy``: only each entry's default variant runs in the fast lane, the others are marked
+    ``slow``. ``pending``: variants listed in :data:`PENDING` are strict ``xfail``.
+    """
+    params = []
+    for name in available_names(family):
+        spec = SPECS[name]
+        for i, variant in enumerate(spec.variants):
+            marks = []
+            if heavy and i:
+                marks.append(pytest.mark.slow)
+            reason = PENDING.get((name, variant.label))
+            if pending and reason:
+                marks.append(pytest.mark.xfail(strict=True, reason=reason))
+            params.append(pytest.param(spec, variant, id=f"{name}-{variant.label}", marks=marks))
+    return params
+
+
+def error_params(family: str | None = None) -> list:
+    """One ``pytest.param(spec, case)`` per error input of every entry of ``family``."""
+    return [
+        pytest.param(SPECS[name], case, id=f"{name}-{case.argument}-{i}")
+        for name in available_names(family)
+        for i, case in enumerate(SPECS[name].invalid)
     ]
-    for name in OPTIMIZERS
-}
-for _name in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs"):
-    INVALID_ARGS[_name] += [
-        ({"momentum": 1.0}, "momentum"),
-        ({"momentum": -0.5}, "momentum"),
-        ({"nesterov": "yes"}, "nesterov"),
-    ]
-INVALID_ARGS["normuon"] += [({"beta2": 1.5}, "beta2"), ({"eps": 0.0}, "eps")]
-INVALID_ARGS["adamuon"] += [({"sign_stabilize": 1}, "sign_stabilize"), ({"eps": -1.0}, "eps")]
-INVALID_ARGS["muon_nsr"] += [({"alpha": -1.0}, "alpha")]
-INVALID_ARGS["spectral_muon"] += [
-    ({"power": 0.3}, "power"),
-    ({"direction": "sgd"}, "direction"),
-    ({"betas": (1.2, 0.9)}, "betas"),
-    ({"spectral_method": "eig"}, "spectral_method"),
-]
-INVALID_ARGS["spectral_muon"] = [
-    (a, n) for a, n in INVALID_ARGS["spectral_muon"] if n != "scale"
-] + [({"scale": "huge"}, "scale")]

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightning_muon"
 LAYERS = {
     "core": 0,
     "engine": 1,
+    "reference": 1,
     "distributed": 2,
     "optim": 3,
     "data": 3,

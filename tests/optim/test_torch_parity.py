@@ -1,4 +1,4 @@
-"""Muon against torch.optim.Muon with matching settings."""
+"""Muon against torch.optim.Muon, for every registry variant torch can express."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ import torch.optim._muon as torch_muon
 
 import lightning_muon as lm
 from lightning_muon.core.orthogonalize import JORDAN, newton_schulz
+from lightning_muon.optim.registry import SPECS
 
 SHAPES = [(32, 64), (64, 32), (48, 48), (3, 50)]
 
@@ -26,14 +27,31 @@ def run_pair(ours_kwargs, torch_kwargs, steps=5):
     return ours, theirs
 
 
-@pytest.mark.parametrize(
-    ("ours", "theirs"),
-    [
-        (dict(lr=0.02, weight_decay=0.1, scale="keller"), dict(lr=0.02, weight_decay=0.1)),
-        (dict(lr=0.01, weight_decay=0.0, nesterov=False, momentum=0.9, scale="moonlight"),
-         dict(lr=0.01, weight_decay=0.0, nesterov=False, momentum=0.9, adjust_lr_fn="match_rms_adamw")),
-    ],
-)  # fmt: skip
+TORCH_SCALE = {"keller": "original", "moonlight": "match_rms_adamw"}
+
+
+def torch_equivalents():
+    """Every registry variant of Muon that ``torch.optim.Muon`` can express, with torch's arguments."""
+    spec = SPECS["muon"]
+    cases = []
+    for variant in spec.variants:
+        hp = spec.hyperparameters(**variant.kwargs)
+        if hp["orthogonalizer"] != "jordan" or hp["scale"] not in TORCH_SCALE:
+            continue
+        theirs = dict(
+            lr=hp["lr"], weight_decay=hp["weight_decay"], momentum=hp["momentum"],
+            nesterov=hp["nesterov"], ns_steps=hp["ns_steps"], eps=hp["ns_eps"],
+            adjust_lr_fn=TORCH_SCALE[hp["scale"]],
+        )  # fmt: skip
+        cases.append(pytest.param(dict(variant.kwargs), theirs, id=variant.label))
+    return cases
+
+
+def test_the_torch_equivalents_cover_both_scale_rules():
+    assert {c.values[1]["adjust_lr_fn"] for c in torch_equivalents()} == set(TORCH_SCALE.values())
+
+
+@pytest.mark.parametrize(("ours", "theirs"), torch_equivalents())
 def test_update_semantics_match_exactly_with_the_same_newton_schulz(monkeypatch, ours, theirs):
     """Momentum, Nesterov, lr scaling and weight decay agree to fp32 round-off.
 
