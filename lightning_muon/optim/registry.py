@@ -71,6 +71,10 @@ SHARED_INVALID = (
     ErrorCase({"rms_target": 0.0}, "rms_target"),
     ErrorCase({"nonfinite": "ignore"}, "nonfinite"),
     ErrorCase({"vocab_size": 0}, "vocab_size"),
+    ErrorCase({"ns_form": "quick"}, "ns_form"),
+    ErrorCase({"max_bucket_numel": 0}, "max_bucket_numel"),
+    ErrorCase({"max_bucket_numel": 2.5}, "max_bucket_numel"),
+    ErrorCase({"compile_elementwise": 3}, "compile_elementwise"),
 )
 #: Rejected by the classes with EMA momentum and a Nesterov switch.
 MOMENTUM_INVALID = (
@@ -114,12 +118,16 @@ SPECS: dict[str, OptimizerSpec] = {
             Variant("you", {"orthogonalizer": "you"}),
             Variant("polar-express", {"orthogonalizer": "polar_express"}),
             Variant("custom-table", {"orthogonalizer": CUSTOM_TABLE, "ns_steps": 8}),
+            Variant("ns-form-gram", {"ns_form": "gram"}),
+            Variant("one-matrix-buckets", {"max_bucket_numel": 1}),
         ), MOMENTUM_INVALID),
         _muon("normuon", NorMuon, (
             Variant("nesterov", {"nesterov": True}),
             Variant("official", {"nesterov": True, "scale": "keller", "eps": 1e-10}),
             Variant("scale-moonlight", {"scale": "moonlight"}),
             Variant("svd", {"orthogonalizer": "svd"}),
+            Variant("ns-form-fast", {"ns_form": "fast"}),
+            Variant("one-matrix-buckets", {"max_bucket_numel": 1}),
         ), MOMENTUM_INVALID + (
             ErrorCase({"beta2": 1.5}, "beta2"),
             ErrorCase({"eps": 0.0}, "eps"),
