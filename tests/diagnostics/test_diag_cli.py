@@ -34,8 +34,8 @@ def test_lightning_cli_callbacks_append(
     spectra = [c for c in cli.trainer.callbacks if isinstance(c, SpectrumMonitor)]
     assert len(updates) == len(spectra) == 1
     assert updates[0].params == ["fc1.weight"] and spectra[0].sources == ("update", "momentum")
-    assert {(r.step, r.param) for r in updates[0].records} == {(1, "fc1.weight"), (2, "fc1.weight")}
-    assert {(r.step, r.source) for r in spectra[0].records} == {(2, "update"), (2, "momentum")}
+    assert {(r.step, r.param) for r in updates[0].records} == {(0, "fc1.weight"), (1, "fc1.weight")}
+    assert {(r.step, r.source) for r in spectra[0].records} == {(1, "update"), (1, "momentum")}
     saved = next(tmp_path.rglob("config.yaml")).read_text()
     assert "lightning_muon.callbacks.UpdateNormMonitor" in saved
 
