@@ -132,3 +132,8 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").exists()
+    # the notebook is a page of the site, rendered with the outputs saved in it
+    notebook = (tmp_path / "site" / "notebooks" / "diagnostics" / "index.html").read_text("utf-8")
+    assert notebook.count("data:image/png") >= 4
+    assert "NorMuon  step 39: κ(ΔW)" in notebook
+    assert not (ROOT / ".cache").exists()  # no build cache left in the working tree

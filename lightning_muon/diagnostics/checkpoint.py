@@ -97,11 +97,15 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     raise FileNotFoundError(f"no .ckpt file below {str(path)!r}")
 
 
-def load_histories(path: str | os.PathLike[str]) -> dict[str, list[Record]]:
+def load_histories(
+    path: str | os.PathLike[str], weights_only: bool = True
+) -> dict[str, list[Record]]:
     """Every monitor's records in a checkpoint (or run folder), by the monitor's ``state_key``.
 
     Args:
         path: a ``.ckpt`` file or a folder (searched recursively, newest ``last.ckpt`` first).
+        weights_only: ``torch.load``'s safe mode (tensors and plain data only). A checkpoint
+            whose hyperparameters hold other objects needs ``False``: only for files you trust.
 
     Returns:
         ``{state_key: records}`` in the order the checkpoint lists the callbacks.
@@ -111,7 +115,7 @@ def load_histories(path: str | os.PathLike[str]) -> dict[str, list[Record]]:
         ValueError: the checkpoint holds no monitor history (names the callbacks it holds).
     """
     ckpt_path = find_checkpoint(path)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
     callbacks = checkpoint.get("callbacks", {}) if isinstance(checkpoint, dict) else {}
     out = {key: records_from_state(s) for key, s in callbacks.items() if is_history_state(s)}
     if not out:
@@ -122,7 +126,9 @@ def load_histories(path: str | os.PathLike[str]) -> dict[str, list[Record]]:
     return out
 
 
-def load_history(path: str | os.PathLike[str], monitor: str | None = None) -> list[Record]:
+def load_history(
+    path: str | os.PathLike[str], monitor: str | None = None, weights_only: bool = True
+) -> list[Record]:
     """The records of the monitors saved in a checkpoint or run folder, in one list.
 
     The plotting functions pick the records they draw (``plot_row_norms`` the update norms,
@@ -133,11 +139,12 @@ def load_history(path: str | os.PathLike[str], monitor: str | None = None) -> li
         path: a ``.ckpt`` file or a run folder (e.g. ``runs/quickstart``).
         monitor: keep only monitors whose ``state_key`` contains this text (e.g.
             ``"SpectrumMonitor"`` or a parameter pattern); default: all.
+        weights_only: see :func:`load_histories`.
 
     Returns:
         The records, monitor after monitor.
     """
-    histories = load_histories(path)
+    histories = load_histories(path, weights_only)
     chosen = {k: v for k, v in histories.items() if monitor is None or monitor in k}
     if not chosen:
         raise ValueError(f"no monitor matching {monitor!r}; saved monitors: {list(histories)}")
