@@ -302,7 +302,11 @@ class DiagnosticMonitor(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if self.state_key not in checkpoint.get("callbacks", {}):
+        saved = checkpoint.get("callbacks", {})
+        older = type(self).__qualname__  # the key of checkpoints written by version 0.1
+        if self.state_key not in saved and older in saved:
+            self.load_state_dict(saved[older])
+        elif self.state_key not in saved:
             rank_zero_info(
                 f"{type(self).__name__}: the checkpoint holds no state for this callback "
                 "(saved without it); the history starts empty at the resumed step"

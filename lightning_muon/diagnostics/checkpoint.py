@@ -41,8 +41,10 @@ __all__ = [
     "records_from_state",
 ]
 
-#: Version of the saved state; states of other versions are reported, not read.
-STATE_VERSION = 1
+#: Version of the saved state. Version 1 (lightning_muon 0.1) counted a record's step as steps
+#: completed; version 2 uses the step index of Lightning's loggers (one less). Version-1 states
+#: are read and shifted; other versions are reported, not read.
+STATE_VERSION = 2
 
 _RECORD_TYPES: dict[str, type] = {"update_norm": UpdateNormRecord, "spectrum": SpectrumRecord}
 
@@ -72,10 +74,11 @@ def _kind_of(state: dict[str, Any]) -> str:
 def records_from_state(state: dict[str, Any]) -> list[Record]:
     """The records of a saved state; ``ValueError``/``KeyError``/``TypeError`` if malformed."""
     version = state["version"]
-    if version != STATE_VERSION:
+    if version not in (1, STATE_VERSION):
         raise ValueError(f"unsupported state version {version!r}")
     record_type = _RECORD_TYPES[_kind_of(state)]
-    return [record_type.from_state(s) for s in state["records"]]
+    shift = 1 if version == 1 else 0
+    return [record_type.from_state({**s, "step": s["step"] - shift}) for s in state["records"]]
 
 
 def is_history_state(state: Any) -> bool:

@@ -70,3 +70,29 @@ def test_load_history_errors_name_what_is_there(
         ValueError, match=r"no monitor matching 'Nothing'; saved monitors: \[\"UpdateNormMonitor"
     ):
         load_history(tmp_path / "run", monitor="Nothing")
+
+
+def test_checkpoint_of_version_0_1_is_restored_with_its_steps_shifted(
+    tiny_lm: Any, trainer_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    """0.1 saved under the class name and counted steps completed: both are understood."""
+    import torch
+
+    norms, _ = _fit(tiny_lm, tmp_path / "run", trainer_kwargs)
+    path = find_checkpoint(tmp_path / "run")
+    ckpt = torch.load(path, weights_only=True)
+    state = ckpt["callbacks"].pop(norms.state_key)
+    old = {
+        **state,
+        "version": 1,
+        "records": [{**r, "step": r["step"] + 1} for r in state["records"]],
+    }
+    ckpt["callbacks"] = {"UpdateNormMonitor": old}
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    assert load_history(tmp_path / "old.ckpt") == norms.records
+
+    again = UpdateNormMonitor(every_n_steps=2)
+    trainer = pl.Trainer(max_steps=6, logger=False, callbacks=[again], **trainer_kwargs)
+    trainer.fit(tiny_lm(), ckpt_path=tmp_path / "old.ckpt")
+    assert again.records[: len(norms.records)] == norms.records
+    assert sorted({r.step for r in again.records}) == [1, 3, 5]
