@@ -123,6 +123,7 @@ def _run_page(page: Path) -> None:
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """``mkdocs build --strict`` succeeds (no warnings: broken links, missing nav pages)."""
     pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocs_jupyter")  # renders the notebook page (the docs extra)
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT,
