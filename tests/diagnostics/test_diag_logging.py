@@ -209,10 +209,8 @@ def test_same_type_same_watch_list_is_refused_by_lightning(
     tiny_lm: Any, trainer_kwargs: dict[str, Any]
 ) -> None:
     """Identical keys would overwrite each other's history: Lightning refuses the pair."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
     pair = [SpectrumMonitor(every_n_steps=2), SpectrumMonitor(every_n_steps=4)]
-    with pytest.raises(MisconfigurationException, match="more than one stateful callback"):
+    with pytest.raises(RuntimeError, match="more than one stateful callback of type `Spectrum"):
         pl.Trainer(max_steps=1, logger=False, callbacks=pair, **trainer_kwargs).fit(tiny_lm())
 
 
