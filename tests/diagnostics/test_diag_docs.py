@@ -35,6 +35,7 @@ def _same_interpreter(saved: dict) -> None:
         pytest.skip(f"numbers made on Python {saved['python']} (its standard library is the data)")
 
 
+@pytest.mark.slow  # its command-line example trains a tiny run
 def test_diagnostics_howto_examples_run() -> None:
     _run_page(ROOT / "docs" / "how-to" / "diagnostics.md")
 

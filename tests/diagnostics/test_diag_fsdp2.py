@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("fsdp2_monitors.py")
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
 def test_monitors_under_fsdp2(tmp_path: Path) -> None:
