@@ -106,11 +106,12 @@ def curves_figure(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
     """The figure of :func:`plot_curves`: full curves (left) and a zoom on the end (right).
 
     The zoom shows the second half of the steps, with y limits that hold every curve and band
-    there and AdamW's final loss (dashed); both panels carry the legend.
+    there and AdamW's final loss (dashed); the legend sits inside the full panel (its curves
+    leave the upper right empty) and beside the zoom, never over its curves.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    fig = Figure(figsize=(13.5, 4.5), layout="constrained")
     ax, zoom = fig.subplots(1, 2)
     target = summary["target_mean"]
     total = summary["config"]["train"]["steps"]
@@ -149,7 +150,7 @@ def curves_figure(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
     zoom.set_title("second half of the steps; dashed: AdamW's final loss")
     ax.set_title("validation loss, mean over seeds (band: min–max)")
     ax.legend(fontsize=8)
-    zoom.legend(fontsize=8)
+    zoom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data
     return fig
 
 

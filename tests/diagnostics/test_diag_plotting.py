@@ -172,6 +172,13 @@ def test_efficiency_zoom_holds_every_curve_and_has_a_legend(tmp_path) -> None:
         assert shown and lo <= min(shown) and max(shown) <= hi, line.get_label()
     labels = [t.get_text() for t in zoom.get_legend().get_texts()]
     assert labels == ["adamw (lr 0.01)", "muon (lr 0.01)", "normuon (lr 0.01)"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend_box = zoom.get_legend().get_window_extent(renderer)
+    assert not legend_box.overlaps(zoom.get_window_extent(renderer))  # beside the zoom's data
     assert full.get_legend() is not None
     plot_curves(summary, runs, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
