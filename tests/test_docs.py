@@ -123,6 +123,7 @@ def _run_page(page: Path) -> None:
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """``mkdocs build --strict`` succeeds (no warnings: broken links, missing nav pages)."""
     pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocs_jupyter")  # renders the notebook page (the docs extra)
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT,
@@ -132,3 +133,8 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").exists()
+    # the notebook is a page of the site, rendered with the outputs saved in it
+    notebook = (tmp_path / "site" / "notebooks" / "diagnostics" / "index.html").read_text("utf-8")
+    assert notebook.count("data:image/png") >= 4
+    assert "NorMuon  step 39: κ(ΔW)" in notebook
+    assert not (ROOT / ".cache").exists()  # no build cache left in the working tree

@@ -102,15 +102,21 @@ def markdown_report(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
-    """Validation-loss curves (mean over seeds, min–max band) at each optimizer's chosen lr."""
-    import matplotlib
+def curves_figure(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
+    """The figure of :func:`plot_curves`: full curves (left) and a zoom on the end (right).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The zoom shows the second half of the steps, with y limits that hold every curve and band
+    there and AdamW's final loss (dashed); the legend sits inside the full panel (its curves
+    leave the upper right empty) and beside the zoom, never over its curves.
+    """
+    from matplotlib.figure import Figure
 
-    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(13.5, 4.5), layout="constrained")
+    ax, zoom = fig.subplots(1, 2)
     target = summary["target_mean"]
+    total = summary["config"]["train"]["steps"]
+    start = 0.5 * total
+    low, high = target, target
     for row in summary["table"]:
         chosen = [
             r
@@ -129,17 +135,25 @@ def plot_curves(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path)
         for axis in (ax, zoom):
             (line,) = axis.plot(steps, mean, label=f"{row['optimizer']} (lr {row['lr']:.3g})")
             axis.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+        late = [i for i, s in enumerate(steps) if s >= start and math.isfinite(hi[i])]
+        if late:
+            low = min(low, *(lo[i] for i in late))
+            high = max(high, *(hi[i] for i in late))
     for axis in (ax, zoom):
         axis.axhline(target, color="black", linestyle="--", linewidth=0.8)
         axis.set_xlabel("step")
         axis.set_ylabel("validation loss (nats/byte)")
         axis.grid(alpha=0.3)
-    steps = summary["config"]["train"]["steps"]
-    zoom.set_xlim(0.25 * steps, steps)
-    zoom.set_ylim(target - 0.35, target + 0.4)
-    zoom.set_title("zoom near AdamW's final loss (dashed)")
+    pad = 0.05 * (high - low) or 0.05
+    zoom.set_xlim(start, total)
+    zoom.set_ylim(low - pad, high + pad)
+    zoom.set_title("second half of the steps; dashed: AdamW's final loss")
     ax.set_title("validation loss, mean over seeds (band: min–max)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    zoom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data
+    return fig
+
+
+def plot_curves(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
+    """Validation-loss curves (mean over seeds, min–max band) at each optimizer's chosen lr."""
+    curves_figure(summary, runs).savefig(path, dpi=120)

@@ -1,7 +1,10 @@
 """Shared machinery of the diagnostic callbacks: due steps, snapshots, logging, checkpoint state.
 
-A step is *due* when ``(global_step + 1) % every_n_steps == 0``, i.e. when the optimizer step
-about to run will make ``trainer.global_step`` a multiple of ``every_n_steps``. Only then does a
+Steps are counted as Lightning's loggers count them: the optimizer step with index ``s`` is the
+one that runs when ``trainer.global_step == s`` and takes it to ``s + 1`` (the 300th step has
+index 299, the ``step`` a logger shows for that batch's ``training_step`` metrics). Records,
+logged metrics, images and plot titles all use this index. A step is *due* when
+``(s + 1) % every_n_steps == 0``, like Lightning's ``log_every_n_steps``. Only then does a
 callback touch the parameters:
 
 1. ``on_before_optimizer_step`` (fires once per optimizer step, after the last micro-batch of an
@@ -10,10 +13,14 @@ callback touch the parameters:
    capture its orthogonalized direction);
 2. ``on_train_batch_end`` (after the step) measures, appends records to :attr:`records` and logs.
 
-Off-interval steps cost one modulo and one attribute test. Scalars go to every logger in
-``trainer.loggers`` at the step Lightning uses for the batch's ``training_step`` metrics (as
-``LearningRateMonitor`` does), independently of ``log_every_n_steps``; non-finite values are not
-logged (the history keeps them). Logging and the history live on global rank zero.
+Off-interval steps cost one modulo and one attribute test. On a due step rank zero's values are
+broadcast and put into ``trainer.callback_metrics`` on every rank, so ``ModelCheckpoint(monitor=
+...)`` and ``EarlyStopping`` (and any callback after the monitor) can use them, and go to every
+logger of ``trainer.loggers`` at that step (``Logger.log_metrics``, as ``LearningRateMonitor``
+does), independently of ``log_every_n_steps``. Non-finite values are not logged (the history
+keeps them). Images and histograms go to the loggers that
+have an API for them (:mod:`lightning_muon.callbacks._media`). The history lives on global rank
+zero.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -30,11 +38,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_muon.callbacks._selection import select_parameters
+from lightning_muon.diagnostics.checkpoint import history_state, records_from_state
 from lightning_muon.diagnostics.history import SpectrumRecord, UpdateNormRecord
 
 Record = UpdateNormRecord | SpectrumRecord
-
-_STATE_VERSION = 1
 
 
 @dataclass
@@ -65,8 +72,8 @@ class DiagnosticMonitor(Callback):
     """Base class of :class:`UpdateNormMonitor` and :class:`SpectrumMonitor` (not used directly).
 
     Args:
-        every_n_steps: measure on optimizer steps whose ``global_step`` after the step is a
-            multiple of this.
+        every_n_steps: measure the optimizer steps with index ``s`` (``trainer.global_step``
+            before the step) where ``s + 1`` is a multiple of this.
         params: ``fnmatch`` glob(s) on parameter names (as in ``named_parameters()``, without
             ``torch.compile``/FSDP wrapper components). ``None``: the optimizer's ``"muon"``
             branch, else the hidden matrices that branch would take (no embeddings, output head,
@@ -75,7 +82,7 @@ class DiagnosticMonitor(Callback):
         max_history: keep records of this many most recent due steps in memory (``None``: all).
     """
 
-    _record_type: type = UpdateNormRecord
+    _kind: str = "update_norm"
     _snapshot: bool = True
 
     def __init__(
@@ -121,7 +128,7 @@ class DiagnosticMonitor(Callback):
         raise NotImplementedError
 
     def _log_media(self, trainer: pl.Trainer, records: list[Any], step: int) -> None:
-        """Histograms/images for loggers that support them."""
+        """Histograms/images for loggers that support them (rank zero)."""
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -129,6 +136,20 @@ class DiagnosticMonitor(Callback):
             "params": self.params,
             "max_params": self.max_params,
         }
+
+    def _identity(self) -> dict[str, Any]:
+        """What tells two monitors of one class apart in a checkpoint (see :attr:`state_key`)."""
+        return {"params": self.params}
+
+    @property
+    def state_key(self) -> str:
+        """Key of this monitor's state in ``checkpoint["callbacks"]``: class and watched parameters.
+
+        Two monitors of one class coexist when they watch different ``params`` (spectra: or
+        different ``sources``); the interval and caps may change between runs without losing
+        the history.
+        """
+        return self._generate_state_key(**self._identity())
 
     # ------------------------------------------------------------------ messages
     def _note(self, kind: str, name: str, message: str, warn: bool = True) -> None:
@@ -156,12 +177,12 @@ class DiagnosticMonitor(Callback):
                 f"{owner}: every {self.every_n_steps} steps, watching {len(self._selected)} "
                 f"parameter(s): {', '.join(self.selected_names)}"
             )
-        future = [r for r in self.records if r.step > trainer.global_step]
+        future = [r for r in self.records if r.step >= trainer.global_step]
         if future:
-            self.records = [r for r in self.records if r.step <= trainer.global_step]
+            self.records = [r for r in self.records if r.step < trainer.global_step]
             rank_zero_info(
-                f"{owner}: dropped {len(future)} history record(s) after step "
-                f"{trainer.global_step} (the run resumed from an earlier checkpoint)"
+                f"{owner}: dropped {len(future)} history record(s) from step "
+                f"{trainer.global_step} on (the run resumed from an earlier checkpoint)"
             )
 
     def on_before_optimizer_step(
@@ -191,7 +212,7 @@ class DiagnosticMonitor(Callback):
                     "nograd",
                     name,
                     f"{type(self).__name__}: {name!r} has no gradient at step "
-                    f"{trainer.global_step + 1} (unused in the forward pass?); skipped on such steps",
+                    f"{trainer.global_step} (unused in the forward pass?); skipped on such steps",
                 )
                 continue
             before = p.detach().clone() if self._snapshot else None
@@ -217,25 +238,41 @@ class DiagnosticMonitor(Callback):
         if trainer.global_step <= pending.step_before:
             self._release(pending)
             return
-        step = trainer.global_step
+        step = pending.step_before
         try:
             records = self._measure(trainer, pending, step)
         finally:
             self._release(pending)
-        if not trainer.is_global_zero or not records:
-            return
-        self._append(records)
-        log_step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        metrics = {
-            self._key(rec, m): v
-            for rec in records
-            for m, v in rec.metrics().items()
-            if math.isfinite(v)
-        }
+        metrics: dict[str, float] = {}
+        if trainer.is_global_zero and records:
+            self._append(records)
+            metrics = {
+                self._key(rec, m): v
+                for rec in records
+                for m, v in rec.metrics().items()
+                if math.isfinite(v)
+            }
+        # every rank logs the same values, so callbacks on every rank see the same metrics
+        metrics = trainer.strategy.broadcast(metrics, src=0)
         if metrics:
+            self._log_scalars(trainer, metrics, step)
+        if trainer.is_global_zero and records:
+            self._log_media(trainer, records, step)
+
+    @staticmethod
+    def _log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
+        """Into ``trainer.callback_metrics`` (every rank) and every logger (rank zero) at ``step``.
+
+        ``pl_module.log`` is not used: a value it takes on one step stays in Lightning's result
+        collection and is written again at every later logging step of the epoch, under the
+        wrong step, and it reaches the loggers only on ``log_every_n_steps`` steps.
+        """
+        trainer.callback_metrics.update(
+            {k: torch.tensor(v, dtype=torch.float32) for k, v in metrics.items()}
+        )
+        if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=log_step)
-        self._log_media(trainer, records, log_step)
+                logger.log_metrics(metrics, step=step)
 
     def _append(self, records: list[Any]) -> None:
         self.records.extend(records)
@@ -245,14 +282,8 @@ class DiagnosticMonitor(Callback):
                 cutoff = steps[-self.max_history]
                 self.records = [r for r in self.records if r.step >= cutoff]
 
-    def _experiments(self, trainer: pl.Trainer, method: str) -> list[Any]:
-        """``logger.experiment`` objects that have ``method`` (TensorBoard's ``SummaryWriter``)."""
-        out = []
-        for logger in trainer.loggers:
-            experiment = logger.experiment
-            if callable(getattr(type(experiment), method, None)):
-                out.append(experiment)
-        return out
+    def _note_media(self, kind: str, message: str) -> None:
+        self._note(kind, "", f"{type(self).__name__}: {message}", warn=False)
 
     # ------------------------------------------------------------------ notebooks
     def history_rows(self) -> list[dict[str, Any]]:
@@ -266,16 +297,16 @@ class DiagnosticMonitor(Callback):
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": _STATE_VERSION,
-            "config": self._config(),
-            "records": [r.to_state() for r in self.records],
-        }
+        return history_state(self._kind, self._config(), self.records)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if self.state_key not in checkpoint.get("callbacks", {}):
+        saved = checkpoint.get("callbacks", {})
+        older = type(self).__qualname__  # the key of checkpoints written by version 0.1
+        if self.state_key not in saved and older in saved:
+            self.load_state_dict(saved[older])
+        elif self.state_key not in saved:
             rank_zero_info(
                 f"{type(self).__name__}: the checkpoint holds no state for this callback "
                 "(saved without it); the history starts empty at the resumed step"
@@ -284,10 +315,7 @@ class DiagnosticMonitor(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         owner = type(self).__name__
         try:
-            version = state_dict["version"]
-            if version != _STATE_VERSION:
-                raise ValueError(f"unsupported state version {version!r}")
-            records = [self._record_type.from_state(s) for s in state_dict["records"]]
+            records = records_from_state({"kind": self._kind, **state_dict})
         except (KeyError, TypeError, ValueError) as err:
             rank_zero_warn(
                 f"{owner}: could not restore the history from the checkpoint ({err!r}); "

@@ -7,7 +7,10 @@ output head, norms or biases). Should routing fail, every optimized parameter wi
 dimensions except ``nn.Embedding`` weights. With patterns (``fnmatch`` globs on
 parameter names, e.g. ``"*.mlp.*"``): every matching optimized matrix. The result is capped at
 ``max_params`` parameters, spread evenly over the model's depth. Every choice that drops a
-parameter produces a message; nothing here raises on a bad pattern.
+parameter produces a message. A pattern that matches no parameter name, or patterns that together
+select no optimized matrix, raise ``ValueError`` naming the pattern and the available names (a
+monitor that silently watches nothing is a misconfiguration, e.g. a YAML list broken by an
+unquoted ``*``).
 
 Example:
     >>> import torch
@@ -50,7 +53,7 @@ class Selection:
 
     Attributes:
         params: ``(name, parameter)`` pairs in model order.
-        warnings: problems the user should fix (unknown patterns, nothing selected).
+        warnings: problems the user should fix (nothing selected by default).
         infos: informational notes (skipped non-matrices, the cap).
     """
 
@@ -153,14 +156,21 @@ def select_parameters(
         candidates = []
         chosen: set[int] = set()
         names = [n for n, _ in named]
+        matrices = [n for n, p in named if p.ndim >= 2] or names
         for pat in patterns:
             hits = [(n, p) for n, p in named if fnmatch.fnmatchcase(n, pat)]
             if not hits:
-                matrices = [n for n, p in named if p.ndim >= 2]
-                sel.warnings.append(
-                    f"{owner}: parameter pattern {pat!r} matched no parameter. Patterns are "
+                hint = ""
+                if pat.startswith("[") and pat.endswith("]"):
+                    hint = (
+                        " It looks like a list that was read as one string: on the command line "
+                        "quote the items, e.g. params='[\"*.mlp.fc_2.weight\"]' (YAML reads an "
+                        "unquoted leading * as an alias)."
+                    )
+                raise ValueError(
+                    f"{owner}: params pattern {pat!r} matches no parameter. Patterns are "
                     f"fnmatch globs on names from `named_parameters()`; available matrices: "
-                    f"{_preview(matrices or names)}"
+                    f"{_preview(matrices, 30)}.{hint}"
                 )
             for n, p in hits:
                 if id(p) in chosen:
@@ -181,9 +191,10 @@ def select_parameters(
         order = {id(p): i for i, (_, p) in enumerate(named)}
         candidates.sort(key=lambda np_: order[id(np_[1])])
         if not candidates:
-            sel.warnings.append(
-                f"{owner}: patterns {list(patterns)} selected no optimized matrix; "
-                "the callback will do nothing."
+            skipped = " ".join(sel.infos)
+            raise ValueError(
+                f"{owner}: params {list(patterns)} select no optimized matrix ({skipped}); "
+                f"available matrices: {_preview(matrices, 30)}"
             )
 
     if max_params is not None and len(candidates) > max_params:

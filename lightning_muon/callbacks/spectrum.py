@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_muon.callbacks._base import DiagnosticMonitor, _Entry, _Pending
+from lightning_muon.callbacks._media import log_histogram, log_image
 from lightning_muon.diagnostics.distributed import full_tensor, full_tensor_like
 from lightning_muon.diagnostics.history import SOURCES, SpectrumRecord
 from lightning_muon.diagnostics.plotting import plot_metric_history, plot_spectra
@@ -57,13 +58,15 @@ class SpectrumMonitor(DiagnosticMonitor):
     * ``spectrum/<source>/<param>/effective_rank``
     * ``spectrum/direction/<param>/orthogonality_error``
 
-    With a TensorBoard logger: histograms ``spectrum/<source>/<param>/singular_values``
-    (``log_histograms``) and, every ``image_every_n_steps``, the figure
-    ``spectrum/singular_values`` (``log_images``). Undefined values (e.g. the condition number
-    of a singular matrix) are not logged that step; :attr:`records` keeps them.
+    Histograms ``spectrum/<source>/<param>/singular_values`` (``log_histograms``; TensorBoard,
+    W&B) and, on every measured step (or every ``image_every_n_steps``), the figure
+    ``spectrum/singular_values`` (``log_images``; TensorBoard, W&B, MLflow). Undefined values
+    (e.g. the condition number of a singular matrix) are not logged that step; :attr:`records`
+    keeps them.
 
     Args:
-        every_n_steps: measure when ``trainer.global_step`` after the step is a multiple of this.
+        every_n_steps: measure the optimizer steps with index ``s`` (``trainer.global_step``
+            before the step, the ``step`` loggers show) where ``s + 1`` is a multiple of this.
         params: ``fnmatch`` glob(s) on parameter names; ``None`` for the optimizer's ``"muon"``
             branch, else the hidden matrices that branch would take (no embeddings, output head,
             norms or biases).
@@ -73,7 +76,7 @@ class SpectrumMonitor(DiagnosticMonitor):
         log_histograms: singular values as histograms where the logger supports them.
         log_images: spectrum figures where the logger supports them (needs matplotlib).
         image_every_n_steps: interval of the figures, a multiple of ``every_n_steps``
-            (default ``10 * every_n_steps``).
+            (default: ``every_n_steps``, a figure per measurement).
         compute_dtype: ``"float32"`` or ``"float64"`` for the SVD.
         max_history: keep this many most recent due steps in :attr:`records` (``None``: all).
 
@@ -83,7 +86,7 @@ class SpectrumMonitor(DiagnosticMonitor):
         ('update', 'momentum')
     """
 
-    _record_type = SpectrumRecord
+    _kind = "spectrum"
 
     def __init__(
         self,
@@ -106,7 +109,7 @@ class SpectrumMonitor(DiagnosticMonitor):
             raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {sources!r}")
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
             raise ValueError(f"top_k must be an int >= 0, got {top_k!r}")
-        image_every = image_every_n_steps or 10 * every_n_steps
+        image_every = image_every_n_steps or every_n_steps
         if not isinstance(image_every, int) or image_every % every_n_steps != 0:
             raise ValueError(
                 f"image_every_n_steps must be a multiple of every_n_steps={every_n_steps}, "
@@ -219,25 +222,23 @@ class SpectrumMonitor(DiagnosticMonitor):
 
     def _log_media(self, trainer: pl.Trainer, records: list[Any], step: int) -> None:
         if self.log_histograms:
-            for experiment in self._experiments(trainer, "add_histogram"):
-                for rec in records:
-                    if rec.singular_values.numel():
-                        experiment.add_histogram(
-                            f"spectrum/{rec.source}/{rec.param}/singular_values",
-                            rec.singular_values,
-                            step,
-                        )
-        if self.log_images and records and records[0].step % self.image_every_n_steps == 0:
-            experiments = self._experiments(trainer, "add_figure")
-            if not experiments:
-                return
-            try:
-                fig = plot_spectra(records)
-            except ImportError as err:
-                self._note("noplot", "", f"SpectrumMonitor: no spectrum images ({err})")
-                return
-            for experiment in experiments:
-                experiment.add_figure("spectrum/singular_values", fig, step, close=False)
+            for rec in records:
+                if rec.singular_values.numel():
+                    key = f"spectrum/{rec.source}/{rec.param}/singular_values"
+                    log_histogram(trainer.loggers, key, rec.singular_values, step, self._note_media)
+        if not (self.log_images and trainer.loggers and records):
+            return
+        if (step + 1) % self.image_every_n_steps != 0:
+            return
+        try:
+            fig = plot_spectra(records)
+        except ImportError as err:
+            self._note("noplot", "", f"SpectrumMonitor: no spectrum images ({err})")
+            return
+        log_image(trainer.loggers, "spectrum/singular_values", fig, step, self._note_media)
+
+    def _identity(self) -> dict[str, Any]:
+        return {**super()._identity(), "sources": list(self.sources)}
 
     def _config(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 
 from lightning_muon.callbacks._base import DiagnosticMonitor, _Pending
+from lightning_muon.callbacks._media import log_histogram
 from lightning_muon.diagnostics.distributed import gathered_row_norms
 from lightning_muon.diagnostics.history import UpdateNormRecord
 from lightning_muon.diagnostics.plotting import plot_metric_history, plot_row_norms
@@ -38,12 +39,13 @@ class UpdateNormMonitor(DiagnosticMonitor):
     * ``update_norm/<param>/rms``
     * ``update_norm/<param>/update_to_weight``
 
-    With a TensorBoard logger and ``log_histograms=True``, also the histogram
-    ``update_norm/<param>/row_norms`` of the ``r_i``. Values that are undefined at a step
+    With ``log_histograms=True``, also the histogram ``update_norm/<param>/row_norms`` of the
+    ``r_i`` (TensorBoard and W&B loggers). Values that are undefined at a step
     (e.g. ``cv`` of an all-zero update) are not logged that step; :attr:`records` keeps them.
 
     Args:
-        every_n_steps: measure when ``trainer.global_step`` after the step is a multiple of this.
+        every_n_steps: measure the optimizer steps with index ``s`` (``trainer.global_step``
+            before the step, the ``step`` loggers show) where ``s + 1`` is a multiple of this.
         params: ``fnmatch`` glob(s) on parameter names; ``None`` for the optimizer's ``"muon"``
             branch, else the hidden matrices that branch would take (no embeddings, output head,
             norms or biases).
@@ -59,7 +61,7 @@ class UpdateNormMonitor(DiagnosticMonitor):
         10
     """
 
-    _record_type = UpdateNormRecord
+    _kind = "update_norm"
 
     def __init__(
         self,
@@ -102,11 +104,11 @@ class UpdateNormMonitor(DiagnosticMonitor):
     def _log_media(self, trainer: pl.Trainer, records: list[Any], step: int) -> None:
         if not self.log_histograms:
             return
-        for experiment in self._experiments(trainer, "add_histogram"):
-            for rec in records:
-                values = rec.row_norms[rec.row_norms.isfinite()]
-                if values.numel():
-                    experiment.add_histogram(f"update_norm/{rec.param}/row_norms", values, step)
+        for rec in records:
+            values = rec.row_norms[rec.row_norms.isfinite()]
+            if values.numel():
+                key = f"update_norm/{rec.param}/row_norms"
+                log_histogram(trainer.loggers, key, values, step, self._note_media)
 
     def _config(self) -> dict[str, Any]:
         return {**super()._config(), "log_histograms": self.log_histograms}

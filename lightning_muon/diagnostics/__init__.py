@@ -1,7 +1,8 @@
 """Framework-free diagnostics of optimizer updates: per-neuron norms and singular-value spectra.
 
 Plain functions on tensors (no Lightning): the callbacks in :mod:`lightning_muon.callbacks` are
-thin adapters over them, and notebooks can call them directly.
+thin adapters over them, and notebooks can call them directly. :func:`load_history` reads a
+finished run's history back from its checkpoint (or run folder) for the plotting functions.
 
 Example:
     >>> import torch
@@ -14,6 +15,7 @@ Example:
     (torch.Size([32]), True)
 """
 
+from lightning_muon.diagnostics.checkpoint import find_checkpoint, load_histories, load_history
 from lightning_muon.diagnostics.distributed import (
     full_tensor,
     gathered_row_norms,
@@ -60,11 +62,14 @@ __all__ = [
     "condition_number",
     "count_nonfinite",
     "effective_rank",
+    "find_checkpoint",
     "frobenius_from_row_norms",
     "full_tensor",
     "gathered_row_norms",
     "is_dtensor",
     "is_matrix",
+    "load_histories",
+    "load_history",
     "local_tensor",
     "matrix_view",
     "orthogonality_error",

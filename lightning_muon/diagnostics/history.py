@@ -58,7 +58,8 @@ class UpdateNormRecord:
     """Per-neuron update norms of one parameter at one optimizer step.
 
     Attributes:
-        step: optimizer steps completed (``trainer.global_step`` after the step).
+        step: index of the optimizer step (``trainer.global_step`` before it; the ``step``
+            Lightning's loggers show for that batch).
         param: parameter name.
         shape: parameter shape.
         row_norms: ``‖ΔW_{i,:}‖_2`` for every output row (float32, CPU).
@@ -129,7 +130,8 @@ class SpectrumRecord:
     """Singular values of one source matrix of one parameter at one optimizer step.
 
     Attributes:
-        step: optimizer steps completed (``trainer.global_step`` after the step).
+        step: index of the optimizer step (``trainer.global_step`` before it; the ``step``
+            Lightning's loggers show for that batch).
         param: parameter name.
         source: one of :data:`SOURCES`.
         shape: ``(m, n)`` of the matrix view.

@@ -197,6 +197,9 @@ def plot_metric_history(
 ) -> Figure:
     """One metric (a key of ``record.metrics()``) against the step, one line per parameter.
 
+    The y axis is labelled with the metric; one legend below the panels names the parameters
+    (the same colour in every panel), so it never covers the curves.
+
     Args:
         records: records or a monitor.
         metric: e.g. ``"row_cv"`` or ``"condition_number"``.
@@ -216,15 +219,28 @@ def plot_metric_history(
     if not by_source:
         _empty(axes[0], f"no records with metric {metric!r}")
         return fig
+    colours = {name: f"C{i % 10}" for i, name in enumerate(_params(recs))}
+    handles: dict[str, Any] = {}
     for ax, (src, rs) in zip(axes, by_source.items(), strict=False):
         for name in _params(rs):
             pts = sorted((r.step, r.metrics()[metric]) for r in rs if r.param == name)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=name)
+            (line,) = ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker=".", color=colours[name]
+            )
+            handles.setdefault(name, line)
         if log:
             ax.set_yscale("log")
         ax.set_title(f"{metric} ({src})", fontsize=9)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        ax.set_ylabel(metric)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=min(len(handles), 2),
+        fontsize=7,
+        frameon=False,
+    )
     return fig
 
 

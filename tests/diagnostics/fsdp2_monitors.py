@@ -107,13 +107,13 @@ def main(out: str) -> None:
                     "param": r.param,
                     "rows": r.row_norms.tolist(),
                     "oracle": row_norms(
-                        oracle.after[r.step][r.param] - oracle.after[r.step - 1][r.param]
+                        oracle.after[r.step + 1][r.param] - oracle.after[r.step][r.param]
                     ).tolist(),
                     "rms": r.stats.rms,
                     "ratio": r.stats.update_to_weight,
                     "oracle_ratio": (
-                        (oracle.after[r.step][r.param] - oracle.after[r.step - 1][r.param]).norm()
-                        / oracle.after[r.step - 1][r.param].norm()
+                        (oracle.after[r.step + 1][r.param] - oracle.after[r.step][r.param]).norm()
+                        / oracle.after[r.step][r.param].norm()
                     ).item(),
                 }
                 for r in updates.records
@@ -127,10 +127,10 @@ def main(out: str) -> None:
                     "orthogonality_error": r.stats.orthogonality_error,
                     "oracle": (
                         torch.linalg.svdvals(
-                            oracle.after[r.step][r.param] - oracle.after[r.step - 1][r.param]
+                            oracle.after[r.step + 1][r.param] - oracle.after[r.step][r.param]
                         ).tolist()
                         if r.source == "update"
-                        else torch.linalg.svdvals(oracle.after[r.step][r.param]).tolist()
+                        else torch.linalg.svdvals(oracle.after[r.step + 1][r.param]).tolist()
                         if r.source == "weight"
                         else None
                     ),

@@ -1,4 +1,5 @@
-"""Bad input never stops training: unknown patterns, non-matrices, no grads, NaN, resumed runs."""
+"""Bad input: unknown patterns raise before training; non-matrices, no grads, NaN, resumed runs
+never stop it."""
 
 from __future__ import annotations
 
@@ -55,27 +56,38 @@ def test_spectrum_constructor_rejects_bad_arguments(kwargs: dict[str, Any], matc
         SpectrumMonitor(**kwargs)
 
 
-def test_unknown_pattern_warns_with_available_names(
+def test_unknown_pattern_raises_naming_it_and_the_available_names(
     tiny_lm: Any, trainer_kwargs: dict[str, Any]
 ) -> None:
+    model = tiny_lm()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     monitor = UpdateNormMonitor(every_n_steps=1, params=["transformer.*", "fc2.weight"])
     trainer = pl.Trainer(max_steps=2, logger=False, callbacks=[monitor], **trainer_kwargs)
-    with pytest.warns(UserWarning, match=r"'transformer\.\*' matched no parameter.*fc1\.weight"):
-        trainer.fit(tiny_lm())
-    assert monitor.selected_names == ["fc2.weight"]
-    assert {r.step for r in monitor.records} == {1, 2}
+    with pytest.raises(
+        ValueError,
+        match=r"params pattern 'transformer\.\*' matches no parameter.*fc1\.weight, fc2\.weight",
+    ):
+        trainer.fit(model)
+    assert trainer.global_step == 0 and monitor.records == []
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
-def test_all_patterns_unknown_leaves_callback_idle(
-    tiny_lm: Any, trainer_kwargs: dict[str, Any]
-) -> None:
-    monitor = SpectrumMonitor(every_n_steps=1, params="nothing")
+def test_pattern_of_a_broken_yaml_list_gets_a_hint(tiny_lm: Any) -> None:
+    """``params='[*.fc2.weight]'`` reaches the callback as one string: say how to quote it."""
+    model = tiny_lm()
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(ValueError, match=r"'\[\*\.fc2\.weight\]' matches no parameter.*quote"):
+        select_parameters(model, [opt], ["[*.fc2.weight]"], max_params=None)
+
+
+def test_patterns_selecting_no_matrix_raise(tiny_lm: Any, trainer_kwargs: dict[str, Any]) -> None:
+    monitor = SpectrumMonitor(every_n_steps=1, params="*.bias")
     trainer = pl.Trainer(max_steps=1, logger=False, callbacks=[monitor], **trainer_kwargs)
-    with pytest.warns(
-        UserWarning, match="selected no optimized matrix; the callback will do nothing"
+    with pytest.raises(
+        ValueError, match=r"select no optimized matrix \(.*'fc1.bias'.*not a matrix"
     ):
         trainer.fit(tiny_lm())
-    assert monitor.records == [] and trainer.global_step == 1
+    assert monitor.records == [] and trainer.global_step == 0
 
 
 def test_non_matrix_and_frozen_parameters_are_skipped_with_message(tiny_lm: Any) -> None:
@@ -112,7 +124,7 @@ def test_parameter_without_gradient_is_reported(
 ) -> None:
     monitor = UpdateNormMonitor(every_n_steps=1, params=["unused.weight", "fc1.weight"])
     trainer = pl.Trainer(max_steps=2, logger=False, callbacks=[monitor], **trainer_kwargs)
-    with pytest.warns(UserWarning, match=r"'unused.weight' has no gradient at step 1"):
+    with pytest.warns(UserWarning, match=r"'unused.weight' has no gradient at step 0"):
         trainer.fit(tiny_lm(unused_layer=True))
     assert {r.param for r in monitor.records} == {"fc1.weight"}
 
@@ -145,12 +157,12 @@ def test_nonfinite_update_is_reported_and_skipped(
         warnings.simplefilter("always")
         trainer.fit(model)
     text = "\n".join(str(w.message) for w in caught)
-    assert "1 of 24 rows of the update of 'fc1.weight' are non-finite at step 2" in text
-    assert "the update of 'fc1.weight' has 1 non-finite entries at step 2" in text
+    assert "1 of 24 rows of the update of 'fc1.weight' are non-finite at step 1" in text
+    assert "the update of 'fc1.weight' has 1 non-finite entries at step 1" in text
     assert trainer.global_step == 3
-    at2 = next(r for r in updates.records if r.step == 2)
+    at2 = next(r for r in updates.records if r.step == 1)
     assert at2.stats.rows.num_nonfinite == 1 and at2.stats.rows.mean > 0
-    assert {(r.step, r.source) for r in spectra.records} == {(1, "update"), (1, "weight")}
+    assert {(r.step, r.source) for r in spectra.records} == {(0, "update"), (0, "weight")}
 
 
 def test_resume_restores_history(
@@ -173,7 +185,7 @@ def test_resume_restores_history(
     ]
     trainer = pl.Trainer(max_steps=6, logger=False, callbacks=again, **kwargs)
     trainer.fit(tiny_lm(), ckpt_path=path)
-    assert sorted({r.step for r in again[0].records}) == [2, 4, 6]
+    assert sorted({r.step for r in again[0].records}) == [1, 3, 5]
     assert again[0].records[:4] == first[0].records
     assert again[1].records[:4] == first[1].records
     assert "restored 4 history record(s)" in info_log.text
@@ -183,7 +195,7 @@ def test_resume_restores_history(
     trainer = pl.Trainer(max_steps=4, logger=False, callbacks=[later], **kwargs)
     later.records = list(first[0].records)
     trainer.fit(tiny_lm(), ckpt_path=f"{kwargs['default_root_dir']}/step=2.ckpt")
-    assert sorted({r.step for r in later.records}) == [2, 4]
+    assert sorted({r.step for r in later.records}) == [1, 3]
 
 
 def test_resume_from_checkpoint_without_callback_state(
@@ -196,7 +208,7 @@ def test_resume_from_checkpoint_without_callback_state(
     trainer = pl.Trainer(max_steps=3, logger=False, callbacks=[monitor], **kwargs)
     trainer.fit(tiny_lm(), ckpt_path=f"{kwargs['default_root_dir']}/plain.ckpt")
     assert "holds no state for this callback" in info_log.text
-    assert {r.step for r in monitor.records} == {3}
+    assert {r.step for r in monitor.records} == {2}
 
 
 def test_malformed_state_is_reported_not_raised() -> None:

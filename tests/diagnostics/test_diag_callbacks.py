@@ -63,12 +63,12 @@ def test_exact_csv_keys_and_values(tiny_lm: Any, trainer_kwargs: dict[str, Any])
     assert {c for c in columns if c.startswith(("update_norm/", "spectrum/"))} == expected
     assert columns - expected == {"epoch", "step", "loss"}
 
-    # due after steps 2 and 4, logged at Lightning's step index of that batch (1 and 3)
-    assert sorted({r.step for r in updates.records}) == [2, 4]
+    # the 2nd and 4th steps (indices 1 and 3): records and logs use Lightning's step index
+    assert sorted({r.step for r in updates.records}) == [1, 3]
     key = "update_norm/fc1.weight/row_cv"
     logged = {int(r["step"]): float(r[key]) for r in rows if r[key]}
     rec = {r.step: r for r in updates.records if r.param == "fc1.weight"}
-    assert logged == pytest.approx({1: rec[2].stats.rows.cv, 3: rec[4].stats.rows.cv}, rel=1e-12)
+    assert logged == pytest.approx({1: rec[1].stats.rows.cv, 3: rec[3].stats.rows.cv}, rel=1e-6)
     loss_steps = {int(r["step"]) for r in rows if r["loss"]}
     assert set(logged) <= loss_steps
 
@@ -88,10 +88,10 @@ def test_update_statistics_match_weight_snapshots(
     )
     model = tiny_lm()
     trainer.fit(model)
-    assert sorted({r.step for r in updates.records}) == [2, 4]
+    assert sorted({r.step for r in updates.records}) == [1, 3]
     for rec in updates.records:
-        delta = trail.after[rec.step][rec.param] - trail.after[rec.step - 1][rec.param]
-        before = trail.after[rec.step - 1][rec.param]
+        delta = trail.after[rec.step + 1][rec.param] - trail.after[rec.step][rec.param]
+        before = trail.after[rec.step][rec.param]
         ref = row_norms(delta)
         torch.testing.assert_close(rec.row_norms.double(), ref, rtol=1e-4, atol=1e-9)
         assert rec.stats.rows.cv == pytest.approx(
@@ -103,12 +103,12 @@ def test_update_statistics_match_weight_snapshots(
         )
     for rec in spectra.records:
         if rec.source == "update":
-            delta = trail.after[rec.step][rec.param] - trail.after[rec.step - 1][rec.param]
+            delta = trail.after[rec.step + 1][rec.param] - trail.after[rec.step][rec.param]
             ref = torch.linalg.svdvals(delta)
             torch.testing.assert_close(rec.singular_values.double(), ref, rtol=1e-3, atol=1e-8)
     # the last due step is the last step: its momentum is the optimizer's exp_avg now
     opt = trainer.optimizers[0]
-    last = [r for r in spectra.records if r.step == 4 and r.source == "momentum"]
+    last = [r for r in spectra.records if r.step == 3 and r.source == "momentum"]
     assert {r.param for r in last} == {"fc1.weight", "fc2.weight"}
     for rec in last:
         ref = torch.linalg.svdvals(
@@ -153,10 +153,10 @@ def test_direction_capture_only_on_due_steps(tiny_lm: Any, trainer_kwargs: dict[
     trainer.fit(model)
     opt = trainer.optimizers[0]
     watched = {id(model.fc1.weight), id(model.fc2.weight)}
-    # one request per due step (steps 3 and 6), each followed by a stop request
+    # one request per due step (the 3rd and 6th), each followed by a stop request
     assert [set(c) for c in opt.capture_calls] == [watched, set(), watched, set()]
     recs = [r for r in spectra.records if r.source == "direction"]
-    assert sorted({r.step for r in recs}) == [3, 6]
+    assert sorted({r.step for r in recs}) == [2, 5]
     for rec in recs:
         assert rec.stats.sigma_max <= 1 + 1e-6  # a unit-Frobenius direction
         assert "orthogonality_error" in rec.metrics()

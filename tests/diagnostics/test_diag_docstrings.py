@@ -15,8 +15,11 @@ MODULES = [
     "lightning_muon.diagnostics.history",
     "lightning_muon.diagnostics.distributed",
     "lightning_muon.diagnostics.plotting",
+    "lightning_muon.diagnostics.checkpoint",
     "lightning_muon.callbacks",
     "lightning_muon.callbacks._selection",
+    "lightning_muon.callbacks._media",
+    "lightning_muon.benchmarks.pages",
     "lightning_muon.callbacks.update_norm",
     "lightning_muon.callbacks.spectrum",
 ]

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("fsdp2_monitors.py")
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
 def test_monitors_under_fsdp2(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_monitors_under_fsdp2(tmp_path: Path) -> None:
     assert result["gathered_rows_error"] < 1e-6
 
     assert {(u["step"], u["param"]) for u in result["updates"]} == {
-        (s, p) for s in (2, 4) for p in ("fc1.weight", "fc2.weight")
+        (s, p) for s in (1, 3) for p in ("fc1.weight", "fc2.weight")
     }
     for u in result["updates"]:
         assert len(u["rows"]) == len(u["oracle"]) == (25 if u["param"] == "fc1.weight" else 16)

@@ -112,3 +112,73 @@ def test_tidy_rows_and_state_round_trip() -> None:
     assert {r["metric"] for r in rows if r["source"] == "update"} >= {"row_cv", "condition_number"}
     for rec in recs:
         assert type(rec).from_state(rec.to_state()) == rec
+
+
+def test_history_plot_labels_its_axis_and_keeps_the_legend_off_the_data() -> None:
+    recs = _run(3, steps=(10, 20, 30), params=("model.a.weight", "model.b.weight", "model.c.w"))
+    fig = plot_metric_history(recs, "condition_number", log=True)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out
+    renderer = canvas.get_renderer()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "model.a.weight",
+        "model.b.weight",
+        "model.c.w",
+    ]
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert ax.get_ylabel() == "condition_number" and ax.get_xlabel() == "step"
+        assert ax.get_legend() is None
+        assert not box.overlaps(ax.get_window_extent(renderer))
+        # each parameter has the same colour in every panel
+        assert [line.get_color() for line in ax.get_lines()] == ["C0", "C1", "C2"]
+
+
+def _summary_and_runs() -> tuple[dict, list[dict]]:
+    """An efficiency summary where two optimizers end far below the AdamW target."""
+    steps = list(range(0, 401, 50))
+    finals = {"adamw": 1.60, "muon": 1.05, "normuon": 1.00}
+    runs, table = [], []
+    for name, final in finals.items():
+        losses = [final + (5.5 - final) * 0.5 ** (s / 40) for s in steps]
+        runs.append(
+            {
+                "optimizer": name,
+                "lr": 0.01,
+                "final_val_loss": losses[-1],
+                "eval_steps": steps,
+                "val_losses": losses,
+            }
+        )
+        table.append({"optimizer": name, "lr": 0.01})
+    summary = {"target_mean": finals["adamw"], "table": table, "config": {"train": {"steps": 400}}}
+    return summary, runs
+
+
+def test_efficiency_zoom_holds_every_curve_and_has_a_legend(tmp_path) -> None:
+    from lightning_muon.benchmarks.efficiency_report import curves_figure, plot_curves
+
+    summary, runs = _summary_and_runs()
+    fig = curves_figure(summary, runs)
+    full, zoom = fig.axes
+    lo, hi = zoom.get_ylim()
+    x0, x1 = zoom.get_xlim()
+    for line in zoom.get_lines()[:3]:
+        xs, ys = line.get_xdata(), line.get_ydata()
+        shown = [y for x, y in zip(xs, ys) if x0 <= x <= x1]
+        assert shown and lo <= min(shown) and max(shown) <= hi, line.get_label()
+    labels = [t.get_text() for t in zoom.get_legend().get_texts()]
+    assert labels == ["adamw (lr 0.01)", "muon (lr 0.01)", "normuon (lr 0.01)"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend_box = zoom.get_legend().get_window_extent(renderer)
+    assert not legend_box.overlaps(zoom.get_window_extent(renderer))  # beside the zoom's data
+    assert full.get_legend() is not None
+    plot_curves(summary, runs, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
