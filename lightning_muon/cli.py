@@ -89,7 +89,7 @@ def main(args: list[str] | None = None) -> None:
         LightningMuonJob(
             GPTLanguageModel,
             ByteCorpusDataModule,
-            args=argv,
+            args=args,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": DESCRIPTION},
         )

@@ -27,6 +27,7 @@ SLOW = {
     "tests/lightning/test_cli.py::test_python_dash_m_entry_point_reports_errors_with_exit_status_2",
     "tests/lightning/test_cli.py::test_quickstart_recipe_runs_the_main_job",
     "tests/lightning/test_cli.py::test_resumed_run_extends_the_schedule",
+    "tests/lightning/test_cli.py::test_the_command_offers_fit_and_validate_and_answers_help_without_lightning",
     "tests/lightning/test_processes.py::test_resume_in_a_new_process_continues_bit_identically",
     "tests/lightning/test_howto_docs.py::test_every_recipe_is_a_valid_configuration",
     "tests/lightning/test_howto_docs.py::test_howto_examples_run[main-job.md]",

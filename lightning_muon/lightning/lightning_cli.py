@@ -293,4 +293,3 @@ class MuonLightningCLI(LightningCLI):
 def _init_args(value: Any) -> dict[str, Any]:
     value = value.as_dict() if hasattr(value, "as_dict") else dict(value)
     return dict(value.get("init_args", value))
-

@@ -54,7 +54,13 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-SETTINGS = ("total_steps", "warmup_steps", "requested_warmup_steps", "min_lr_ratio", "decay_fraction")
+SETTINGS = (
+    "total_steps",
+    "warmup_steps",
+    "requested_warmup_steps",
+    "min_lr_ratio",
+    "decay_fraction",
+)
 """Attributes that describe the schedule (kept from the constructor when a state is loaded)."""
 
 

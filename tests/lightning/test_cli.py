@@ -225,7 +225,7 @@ def test_print_config_round_trips(tmp_path, capsys):
             ["--data.val_fraction=1.5"],
             "ByteCorpusDataModule: val_fraction must lie in (0, 1), got 1.5.",
         ),
-        (["--data.block_size=64"], "data.block_size"),
+        (["--data.block_size=64"], 'Linked "data.block_size" must be given via "model.block_size"'),
         (["--model.lr_schedule=cosine", "--model.warmup_steps=2.5"], "warmup_steps"),
     ],
 )
@@ -233,7 +233,9 @@ def test_bad_input_stops_with_one_clear_line(flags, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(tiny_args(*flags, job=True))
     assert info.value.code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Valid" in line]
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if "error" in line or "Valid" in line
+    ]
     assert err and err[0].startswith("lightning-muon: error: "), err
     assert message in "\n".join(err)
     assert len(err) <= 2 and all(len(line) < 400 for line in err), err  # no usage screen

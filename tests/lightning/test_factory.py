@@ -121,9 +121,10 @@ def test_one_resolver_and_one_adamw_baseline_for_every_configuration_path(monkey
         assert resolve_optimizer({"class_path": name})[0] is cls
     for name in ("normuon", "Muon", "muon-nsr", "adamw", "SGD"):  # bare names: the CLI and mixin
         path = resolve_optimizer_flags([f"--optimizer={name}"])[0].split("=", 1)[1]
-        assert lm.lightning.factory.resolve_optimizer_class(path) is optimizer_settings(
-            {"optimizer": name}
-        )["cls"]
+        assert (
+            lm.lightning.factory.resolve_optimizer_class(path)
+            is optimizer_settings({"optimizer": name})["cls"]
+        )
     with pytest.raises(ValueError, match="Unknown optimizer 'lightning_muon.NoSuch'"):
         resolve_optimizer({"class_path": "lightning_muon.NoSuch"})
 
@@ -145,7 +146,9 @@ def test_one_resolver_and_one_adamw_baseline_for_every_configuration_path(monkey
 def test_schedule_lengths_are_whole_numbers_and_warmup_is_clamped_to_half_the_run():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     for bad in (10.5, 10.0, True, 0, -3):
-        with pytest.raises(ValueError, match=f"total_steps must be a positive integer, got {bad!r}"):
+        with pytest.raises(
+            ValueError, match=f"total_steps must be a positive integer, got {bad!r}"
+        ):
             WarmupConstantLR(optimizer, total_steps=bad)
     for bad in (2.5, -1, False):
         with pytest.raises(ValueError, match="warmup_steps must be a non-negative integer"):
