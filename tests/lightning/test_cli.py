@@ -322,6 +322,14 @@ def test_quickstart_recipe_runs_the_main_job(tmp_path, capsys):
     assert f"last:        {run / 'checkpoints' / 'last.ckpt'}" in summary
     final = float(val[-1]["val_loss"])
     assert f"{final:.4f} nats per byte = {final / math.log(2):.4f} bits per byte" in summary
+    # the documented evaluation of a checkpoint
+    validate = [
+        "validate",
+        *quickstart_args(tmp_path, 4)[1:],
+        f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    ]
+    main(validate)
+    assert "val_bpb" in capsys.readouterr().out
 
 
 def test_resumed_run_extends_the_schedule(tmp_path, capsys):
