@@ -22,7 +22,7 @@ LEFTOVERS = ("checkpoints", "lightning_logs", "runs")
 """Folders Lightning creates in the current directory when nothing else is configured."""
 
 SLOW = {
-    "tests/benchmarks/test_step_speed_smoke.py::test_record_is_complete_and_json_ready",
+    "tests/benchmarks/test_step_speed_smoke.py",  # its module fixture runs the benchmark (7.6 s)
     "tests/diagnostics/test_diag_notebook.py::test_diagnostics_notebook_executes",
     "tests/lightning/test_cli.py::test_python_dash_m_entry_point_reports_errors_with_exit_status_2",
     "tests/lightning/test_cli.py::test_quickstart_recipe_runs_the_main_job",
@@ -33,7 +33,8 @@ SLOW = {
     "tests/lightning/test_howto_docs.py::test_howto_examples_run[main-job.md]",
     "tests/litgpt/test_litgpt_cli.py::test_stock_litgpt_pretrain_trains_the_tiny_recipe",
 }
-"""Node ids (a parametrized test by its bare name covers every case) slower than 2.5 s."""
+"""Node ids slower than 2.5 s: a parametrized test by its bare name covers every case, a file
+every test in it."""
 
 
 def _present(start: Path) -> set[str]:
@@ -57,8 +58,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        bare = item.nodeid.split("[", 1)[0]
-        if item.get_closest_marker("distributed") or item.nodeid in SLOW or bare in SLOW:
+        names = {item.nodeid, item.nodeid.split("[", 1)[0], item.nodeid.split("::", 1)[0]}
+        if item.get_closest_marker("distributed") or names & SLOW:
             item.add_marker(pytest.mark.slow)
 
 
