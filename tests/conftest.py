@@ -7,7 +7,8 @@
   test, naming the folder.
 * ``python -m pytest -m "not slow"`` is the fast lane. Tests that spawn processes (marked
   ``distributed``) are slow by rule; :data:`SLOW` lists the other tests that took more than
-  2.5 s on a quiet 2-core CPU (``python -m pytest --durations=50``). CI runs everything.
+  2.5 s on a quiet 2-core CPU (``python -m pytest --durations=50``); the end of a run lists
+  unmarked tests that took over 5 s. CI runs everything.
 """
 
 import os
@@ -54,6 +55,24 @@ def pytest_sessionfinish(session, exitstatus):
             f"ERROR: the test session left {', '.join(n + '/' for n in new)} in {start}", red=True
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+FAST_LANE_LIMIT_S = 5.0
+"""A test outside the slow lane that takes longer than this is listed at the end of the run."""
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name fast-lane tests that took more than FAST_LANE_LIMIT_S, so the lane stays fast (a busy
+    machine can cause false alarms; compare with --durations on a quiet one before marking)."""
+    slow = []
+    for report in terminalreporter.stats.get("passed", []):
+        fast = report.when == "call" and "slow" not in report.keywords
+        if fast and report.duration > FAST_LANE_LIMIT_S:
+            slow.append((report.duration, report.nodeid))
+    if slow:
+        terminalreporter.write_sep("-", f"fast-lane tests over {FAST_LANE_LIMIT_S:g} s")
+        for duration, nodeid in sorted(slow, reverse=True):
+            terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}  (add it to SLOW?)")
 
 
 def pytest_collection_modifyitems(config, items):

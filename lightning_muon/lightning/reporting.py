@@ -16,7 +16,7 @@ Example:
     lightning-muon: fit stopped after 0 optimizer steps.
       logs:        none (trainer.logger=false)
       checkpoints: none (checkpointing is off)
-      val_loss:    not measured (no validation ran)
+      val_loss:    not measured (no validation ran in this fit; `lightning-muon validate --ckpt_path CKPT` measures it)
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ def run_summary(trainer: Any) -> str:
     lines += _checkpoint_lines(trainer)
     val_loss = _metric(trainer, "val_loss")
     if val_loss is None:
-        lines.append("  val_loss:    not measured (no validation ran)")
+        lines.append(
+            "  val_loss:    not measured (no validation ran in this fit; "
+            "`lightning-muon validate --ckpt_path CKPT` measures it)"
+        )
     else:
         bpb = _metric(trainer, "val_bpb") or val_loss / math.log(2)
         lines.append(
