@@ -1,304 +1,74 @@
-"""``MuonLightningCLI`` and the ``lightning-muon`` command (the main job).
+"""The ``lightning-muon`` command (the main job) and the CLI classes behind it.
 
-The stock ``LightningCLI`` builds ``--optimizer`` eagerly from ``model.parameters()``: before the
-Trainer exists, before ``configure_model``, from unnamed tensors. Muon-family optimizers then
-cannot tell an embedding or output head from a hidden matrix, and under FSDP2 they hold the
-pre-sharding parameters and train nothing. :class:`MuonLightningCLI` accepts the same flags::
-
-    --optimizer NorMuon --optimizer.lr 0.02 --lr_scheduler WarmupCosineLR --lr_scheduler.warmup_steps 50
-
-but links ``--optimizer`` and ``--lr_scheduler`` to hidden keys and instantiates them inside
-``configure_optimizers``, at fit time, from the module's live named parameters. Muon-family
-classes receive the module and route by structure; any other optimizer receives
-``module.parameters()`` as with the stock CLI. The schedules of
-:mod:`lightning_muon.lightning.schedules` get ``total_steps`` from the Trainer when it is not given
-and step every optimizer step. Configuration mistakes (unknown optimizer, rejected arguments,
-conflicting options, a strategy the optimizer cannot work under) stop the run before training
-with one line on stderr.
-
-The ``lightning-muon`` console command (:func:`main`) runs this CLI with the built-in
+The command runs :class:`~lightning_muon.lightning.job.LightningMuonJob`, a
+:class:`~lightning_muon.lightning.lightning_cli.MuonLightningCLI` over the built-in
 :class:`~lightning_muon.lightning.gpt.GPTLanguageModel` and
 :class:`~lightning_muon.data.ByteCorpusDataModule`::
 
     lightning-muon fit --config recipes/quickstart.yaml
     python -m lightning_muon.cli fit --config recipes/quickstart.yaml --model.optimizer adamw
+
+``MuonLightningCLI`` is a drop-in ``LightningCLI`` for your own model and data whose ``--optimizer``
+and ``--lr_scheduler`` are built at fit time from the module's live, named parameters::
+
+    from lightning_muon.cli import MuonLightningCLI
+    MuonLightningCLI(MyModel, MyData)
+
+Importing this module is light: the Lightning classes load on first use, and
+``lightning-muon --help`` answers without loading Lightning (``lightning-muon fit --help`` lists
+every option and loads it).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import inspect
 import sys
 import warnings
-from types import MethodType
-from typing import Any, NoReturn
+from typing import Any
 
-import torch
-from jsonargparse.typing import PositiveInt
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import (
-    LightningArgumentParser,
-    LightningCLI,
-    LRSchedulerTypeTuple,
-    ReduceLROnPlateau,
-)
-from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
-from torch.optim import Optimizer
+_LAZY = {
+    "MuonLightningCLI": "lightning_muon.lightning.lightning_cli",
+    "MuonArgumentParser": "lightning_muon.lightning.lightning_cli",
+    "build_scheduler": "lightning_muon.lightning.lightning_cli",
+    "check_strategy": "lightning_muon.lightning.lightning_cli",
+    "resolve_optimizer_flags": "lightning_muon.lightning.lightning_cli",
+    "LightningMuonJob": "lightning_muon.lightning.job",
+    "JobConfigError": "lightning_muon.lightning.job",
+    "default_loggers": "lightning_muon.lightning.job",
+}
 
-import lightning_muon  # noqa: F401  (imports the optimizers and schedules: short names work)
-from lightning_muon.lightning.factory import (
-    OptimizerConfigError,
-    build_optimizer,
-    check_hparams,
-    is_muon_family,
-    resolve_optimizer_class,
-)
-from lightning_muon.lightning.guard import StaleParametersError
-from lightning_muon.lightning.mixin import HPARAM_DEFAULTS, MuonMixin, trainer_total_steps
-from lightning_muon.lightning.schedules import _WarmupSchedule
+DESCRIPTION = "Train the byte-level GPT with a Muon-family optimizer."
 
-OPTIMIZER_KEY = "fit_time_optimizer"
-SCHEDULER_KEY = "fit_time_lr_scheduler"
+TOP_LEVEL_HELP = f"""usage: lightning-muon [-h] {{fit,validate}} ...
+
+{DESCRIPTION}
+
+subcommands:
+  fit        train the model (lightning-muon fit --config recipes/quickstart.yaml)
+  validate   evaluate a checkpoint on the validation split (--ckpt_path PATH)
+
+`lightning-muon fit --help` lists every option of a subcommand: --model.*, --data.*, --trainer.*,
+--optimizer, --lr_scheduler, --torch_threads, --config, --print_config.
+"""
 
 
-def _optimizer_class(spec: dict[str, Any]) -> type[Optimizer]:
-    return resolve_optimizer_class(spec["class_path"])
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-
-def _import_class(class_path: str) -> type:
-    module_name, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
-
-
-def build_scheduler(spec: dict[str, Any], optimizer: Optimizer, module: LightningModule) -> Any:
-    """Instantiate a ``--lr_scheduler`` spec for ``optimizer``, filling ``total_steps`` from the
-    Trainer when the class takes it and it was not given."""
-    cls = _import_class(spec["class_path"])
-    kwargs = dict(spec.get("init_args") or {})
-    if "total_steps" in inspect.signature(cls).parameters and kwargs.get("total_steps") is None:
-        kwargs["total_steps"] = trainer_total_steps(module.trainer)
-    try:
-        return cls(optimizer, **kwargs)
-    except (TypeError, ValueError) as error:
-        raise OptimizerConfigError(f"--lr_scheduler {cls.__name__}: {error}") from error
-
-
-def check_strategy(optimizer_class: type, strategy: Any) -> None:
-    """Refuse a Muon-family optimizer under FSDP1 (``strategy="fsdp"``), which flattens matrices."""
-    if is_muon_family(optimizer_class) and isinstance(strategy, FSDPStrategy):
-        raise OptimizerConfigError(
-            f"{optimizer_class.__name__} cannot run under strategy=fsdp (FSDP1 flattens parameters "
-            "into 1-D shards, so no matrix is left to orthogonalize). Use ModelParallelStrategy "
-            "with fully_shard in configure_model (FSDP2), or ddp."
-        )
-
-
-def optimizer_names_hint() -> str:
-    """The ``--optimizer`` values that work, for error messages."""
-    from lightning_muon.optim.registry import OPTIMIZERS
-
-    names = [
-        "lightning_muon.Muon" if cls.__name__ == "Muon" else cls.__name__
-        for cls in OPTIMIZERS.values()
-    ]
-    return (
-        f"Valid --optimizer values: {', '.join(names)} (or class paths such as "
-        "lightning_muon.NorMuon), and torch.optim classes such as AdamW or SGD."
-    )
-
-
-class MuonArgumentParser(LightningArgumentParser):
-    """A ``LightningArgumentParser`` whose errors about ``--optimizer`` list the valid values."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if 'key "optimizer"' in message:
-            message = f"{message}\n{optimizer_names_hint()}"
-        super().error(message, ex)
-
-
-class MuonLightningCLI(LightningCLI):
-    """A ``LightningCLI`` whose ``--optimizer``/``--lr_scheduler`` are built at fit time from the
-    module's live, named parameters (see the module docstring). Use it like ``LightningCLI``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("parser_class", MuonArgumentParser)
-        super().__init__(*args, **kwargs)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for key in (OPTIMIZER_KEY, SCHEDULER_KEY):
-            parser.add_argument(f"--{key}", type=dict | None, default=None, help=argparse.SUPPRESS)
-        parser.add_optimizer_args((Optimizer,), link_to=OPTIMIZER_KEY)
-        parser.add_lr_scheduler_args(LRSchedulerTypeTuple, link_to=SCHEDULER_KEY)
-
-    def instantiate_classes(self) -> None:
-        optimizer_spec = self._get(self.config, OPTIMIZER_KEY)
-        scheduler_spec = self._get(self.config, SCHEDULER_KEY)
-        if optimizer_spec is not None:
-            cls = _optimizer_class(optimizer_spec)
-            check_hparams(cls, optimizer_spec.get("init_args") or {})
-            self._check_model_does_not_also_choose(cls)
-        super().instantiate_classes()
-        self._check_strategy(optimizer_spec)
-        if optimizer_spec is not None or scheduler_spec is not None:
-            self._install(optimizer_spec, scheduler_spec)
-
-    def _model_overrides(self) -> dict[str, Any]:
-        """Optimizer hyperparameters of a ``MuonMixin`` model set away from their defaults."""
-        config = self._get(self.config, "model")
-        defaults = self._parser(self.subcommand).get_defaults().get("model")
-        if config is None or defaults is None:
-            return {}
-        class_path = config.get("class_path") if hasattr(config, "get") else None
-        model_class = _import_class(class_path) if class_path else self._model_class
-        if not (isinstance(model_class, type) and issubclass(model_class, MuonMixin)):
-            return {}
-        config, defaults = _init_args(config), _init_args(defaults)
-        return {
-            key: config[key]
-            for key in HPARAM_DEFAULTS
-            if key in config and key in defaults and config[key] != defaults[key]
-        }
-
-    def _check_model_does_not_also_choose(self, cls: type) -> None:
-        overrides = self._model_overrides()
-        if overrides:
-            given = ", ".join(f"--model.{k}={v!r}" for k, v in overrides.items())
-            raise OptimizerConfigError(
-                f"--optimizer {cls.__name__} conflicts with {given}: the model's own optimizer "
-                "settings would be ignored. Configure the optimizer one way: either --optimizer "
-                "(with --optimizer.* and --lr_scheduler) or the --model.* optimizer settings."
-            )
-
-    def _check_strategy(self, optimizer_spec: dict[str, Any] | None) -> None:
-        if self.subcommand not in (None, "fit") or not hasattr(self, "trainer"):
-            return
-        cls = _optimizer_class(optimizer_spec) if optimizer_spec else None
-        if cls is None and isinstance(self.model, MuonMixin):
-            cls = self.model.check_optimizer_settings()["cls"]
-        if cls is not None:
-            check_strategy(cls, self.trainer.strategy)
-
-    def _install(self, optimizer_spec: dict | None, scheduler_spec: dict | None) -> None:
-        model = self.model
-        original = model.configure_optimizers
-        own = type(model).configure_optimizers
-        if optimizer_spec is not None and own not in (
-            LightningModule.configure_optimizers,
-            MuonMixin.configure_optimizers,
-        ):
-            rank_zero_warn(
-                f"`{type(model).__name__}.configure_optimizers` is replaced by --optimizer "
-                f"{optimizer_spec['class_path']}."
-            )
-        if (
-            optimizer_spec is None
-            and isinstance(model, MuonMixin)
-            and model.hparams.get("lr_schedule")
-        ):
-            raise OptimizerConfigError(
-                f"--lr_scheduler conflicts with --model.lr_schedule={model.hparams['lr_schedule']!r}; "
-                "give one schedule."
-            )
-        cli = self
-
-        def configure_optimizers(module: LightningModule) -> Any:
-            if optimizer_spec is None:
-                optimizer = original()
-                if not isinstance(optimizer, Optimizer):
-                    raise OptimizerConfigError(
-                        f"--lr_scheduler needs a single optimizer, but "
-                        f"{type(module).__name__}.configure_optimizers returned {type(optimizer).__name__}"
-                        " (maybe with its own scheduler). Give --optimizer too, or drop --lr_scheduler."
-                    )
-            else:
-                optimizer = cli.build_fit_time_optimizer(module, optimizer_spec)
-            scheduler = (
-                build_scheduler(scheduler_spec, optimizer, module) if scheduler_spec else None
-            )
-            return cli.configure_optimizers(module, optimizer, scheduler)
-
-        model.configure_optimizers = MethodType(configure_optimizers, model)
-
-    @staticmethod
-    def build_fit_time_optimizer(module: LightningModule, spec: dict[str, Any]) -> Optimizer:
-        """The ``--optimizer`` spec over ``module``'s live parameters (called at fit time)."""
-        cls = _optimizer_class(spec)
-        kwargs = dict(spec.get("init_args") or {})
-        if is_muon_family(cls):
-            optimizer = build_optimizer(module, cls, **kwargs)
-            from lightning.pytorch.utilities import rank_zero_info
-
-            rank_zero_info(f"{cls.__name__} parameter routing:\n{optimizer.routing}")
-            return optimizer
-        try:
-            return cls(module.parameters(), **kwargs)
-        except (TypeError, ValueError) as error:
-            raise OptimizerConfigError(f"--optimizer {cls.__name__}: {error}") from error
-
-    @staticmethod
-    def configure_optimizers(
-        lightning_module: LightningModule, optimizer: Optimizer, lr_scheduler: Any = None
-    ) -> Any:
-        """The schedules of :mod:`lightning_muon.lightning.schedules` step per optimizer step;
-        other schedulers keep the stock ``LightningCLI`` behaviour (per epoch)."""
-        if isinstance(lr_scheduler, _WarmupSchedule):
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"},
-            }
-        if isinstance(lr_scheduler, ReduceLROnPlateau) or lr_scheduler is None:
-            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
-        return [optimizer], [lr_scheduler]
-
-
-def _init_args(value: Any) -> dict[str, Any]:
-    value = value.as_dict() if hasattr(value, "as_dict") else dict(value)
-    return dict(value.get("init_args", value))
-
-
-def default_loggers(root: str) -> list[Any]:
-    """CSV logs, plus TensorBoard when it is installed, in one ``root/lightning_logs/version_N``."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    csv = CSVLogger(save_dir=root)
-    loggers: list[Any] = [csv]
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        loggers.append(TensorBoardLogger(save_dir=root, version=csv.version))
-    return loggers
-
-
-class LightningMuonJob(MuonLightningCLI):
-    """The ``lightning-muon`` command: :class:`MuonLightningCLI` over the built-in byte-level
-    GPT and corpus. Without ``--trainer.logger`` it logs to CSV (and TensorBoard when installed)
-    under ``--trainer.default_root_dir``; ``--torch_threads N`` sets PyTorch's CPU threads."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        super().add_arguments_to_parser(parser)
-        parser.add_argument(
-            "--torch_threads",
-            type=PositiveInt | None,
-            default=None,
-            help="Threads for CPU math (torch.set_num_threads); null keeps PyTorch's default. "
-            "On a small or shared CPU one thread is often the fastest.",
-        )
-
-    def before_instantiate_classes(self) -> None:
-        threads = self._get(self.config, "torch_threads")
-        if threads is not None:
-            torch.set_num_threads(threads)
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self._get(self.config_init, "trainer", default={})
-        if config.get("logger") in (None, True) and "logger" not in kwargs:
-            kwargs["logger"] = default_loggers(config.get("default_root_dir") or "runs")
-        return super().instantiate_trainer(**kwargs)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_muon.cli' has no attribute {name!r}")
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the ``lightning-muon`` command (``fit``, ``validate``, ``test``, ``predict``)."""
+    """Run the ``lightning-muon`` command (``fit``, ``validate``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(TOP_LEVEL_HELP, end="")
+        raise SystemExit(0 if argv else 2)
     from lightning_muon.data import ByteCorpusDataModule, CorpusError
+    from lightning_muon.lightning.factory import OptimizerConfigError
+    from lightning_muon.lightning.guard import StaleParametersError
+    from lightning_muon.lightning.job import JobConfigError, LightningMuonJob
 
     try:
         from lightning_muon.lightning.gpt import GPTLanguageModel
@@ -321,9 +91,9 @@ def main(args: list[str] | None = None) -> None:
             ByteCorpusDataModule,
             args=args,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": "Train the byte-level GPT with a Muon-family optimizer."},
+            parser_kwargs={"description": DESCRIPTION},
         )
-    except (OptimizerConfigError, StaleParametersError, CorpusError) as error:
+    except (OptimizerConfigError, StaleParametersError, CorpusError, JobConfigError) as error:
         print(f"lightning-muon: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -1,7 +1,10 @@
 """Lightning integration: optimizer factory, LR schedules, ``MuonMixin`` and the live-parameter guard.
 
-The quick-start model lives in :mod:`lightning_muon.lightning.gpt` (needs ``litgpt``) and the
-command line in :mod:`lightning_muon.cli`; neither is imported here.
+The quick-start model lives in :mod:`lightning_muon.lightning.gpt` (needs ``litgpt``); the CLI
+classes in :mod:`lightning_muon.lightning.lightning_cli` (``MuonLightningCLI``) and
+:mod:`lightning_muon.lightning.job` (the ``lightning-muon`` command, with
+:mod:`lightning_muon.lightning.reporting`), re-exported by :mod:`lightning_muon.cli`. None of them is
+imported here, so importing the package does not load Lightning's trainer.
 """
 
 from lightning_muon.lightning.factory import (

@@ -7,9 +7,15 @@ the parameters are always the module's live, named parameters at fit time.
 * A Muon-family class receives the module itself and routes by module type and name: hidden
   matrices go to the orthogonal ("muon") branch; embeddings, the output head, norms, biases and
   scalars to the AdamW branch.
-* Any other ``torch.optim.Optimizer`` (the baseline ``"adamw"`` is ``torch.optim.AdamW``) receives
-  the usual two groups: ``"decay"`` (tensors with ``ndim >= 2``) with the given ``weight_decay`` and
-  ``"no_decay"`` (biases, norm gains, scalars) with ``weight_decay = 0``.
+* Any other ``torch.optim.Optimizer`` receives the usual two groups: ``"decay"`` (weight matrices)
+  with the given ``weight_decay`` and ``"no_decay"`` (biases, norm gains, scalars and embedding
+  tables) with ``weight_decay = 0``. This is **the AdamW baseline** of every configuration path
+  (``--model.optimizer adamw``, ``--optimizer AdamW``, ``python -m lightning_muon.litgpt.pretrain``
+  with ``optimizer: AdamW``): ``torch.optim.AdamW`` over those two groups, with PyTorch's defaults
+  unless set (``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``, ``weight_decay=0.01``); the
+  recipes set ``betas=(0.9, 0.95)`` and ``weight_decay=0.1``.
+
+Names resolve through :func:`resolve_optimizer_class`, the one resolver of every path.
 
 Only the hyperparameters given are passed on: a class's own defaults apply to everything else,
 so no default of another optimizer can leak in.
@@ -70,8 +76,38 @@ def is_muon_family(cls: type) -> bool:
     return isinstance(cls, type) and issubclass(cls, _muon_base())
 
 
+def canonical_class_path(cls: type) -> str:
+    """The shortest import path of an optimizer class: ``lightning_muon.NorMuon``,
+    ``torch.optim.AdamW``, else ``module.QualName``."""
+    import lightning_muon
+
+    for package, module in (("lightning_muon", lightning_muon), ("torch.optim", torch.optim)):
+        if getattr(module, cls.__name__, None) is cls:
+            return f"{package}.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def optimizer_names_hint() -> str:
+    """The optimizer names every configuration path accepts, for error messages."""
+    return (
+        f"Valid names: {', '.join(sorted(available_optimizers()))} (case-insensitive), class "
+        "names (NorMuon, AdamW, SGD, ...) and dotted paths (lightning_muon.NorMuon, torch.optim.Muon)."
+    )
+
+
 def resolve_optimizer_class(name_or_class: str | type[Optimizer]) -> type[Optimizer]:
-    """Turn a registry name, class name, dotted path or class into an optimizer class.
+    """Turn a name, class name, dotted path or class into an optimizer class: the one resolver
+    behind ``--optimizer``, ``--model.optimizer`` and the litgpt recipes' ``optimizer:``.
+
+    In order: an ``Optimizer`` subclass is returned as is; a dotted path is imported exactly
+    (``"torch.optim.Muon"`` is PyTorch's Muon, ``"lightning_muon.Muon"`` this package's); a
+    baseline name (``"adamw"``) or a Muon-family name or class name (``"normuon"``, ``"muon-nsr"``,
+    ``"NorMuon"``, ``"Muon"``) comes from the registry (case-insensitive); any other bare name is
+    looked up in ``torch.optim`` (``"SGD"``).
+
+    Example:
+        >>> resolve_optimizer_class("normuon").__name__, resolve_optimizer_class("torch.optim.Muon").__module__
+        ('NorMuon', 'torch.optim')
 
     Raises:
         OptimizerConfigError: Unknown name (the message lists the valid ones) or not an optimizer.
@@ -85,30 +121,30 @@ def resolve_optimizer_class(name_or_class: str | type[Optimizer]) -> type[Optimi
     if not isinstance(name_or_class, str) or not name_or_class.strip():
         raise OptimizerConfigError(
             f"optimizer must be a name or an Optimizer class, got {name_or_class!r}. "
-            f"Valid names: {', '.join(sorted(available_optimizers()))}."
+            + optimizer_names_hint()
         )
     name = name_or_class.strip()
-    if name.lower() in BASELINES:
-        return BASELINES[name.lower()]
     if "." in name:
         module_name, _, attr = name.rpartition(".")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError, ValueError):
             cls = None
         if isinstance(cls, type) and issubclass(cls, Optimizer):
             return cls
-    from lightning_muon.optim.registry import get_optimizer_class
+    elif name.lower() in BASELINES:
+        return BASELINES[name.lower()]
+    else:
+        from lightning_muon.optim.registry import get_optimizer_class
 
-    try:
-        return get_optimizer_class(name)
-    except ValueError:
-        pass
-    raise OptimizerConfigError(
-        f"Unknown optimizer {name_or_class!r}. Valid names: "
-        f"{', '.join(sorted(available_optimizers()))} (case-insensitive; class names such as "
-        "'NorMuon' and dotted paths to torch.optim.Optimizer subclasses also work)."
-    )
+        try:
+            return get_optimizer_class(name)
+        except ValueError:
+            pass
+        cls = getattr(torch.optim, name, None)
+        if isinstance(cls, type) and issubclass(cls, Optimizer):
+            return cls
+    raise OptimizerConfigError(f"Unknown optimizer {name_or_class!r}. " + optimizer_names_hint())
 
 
 def accepted_hparams(cls: type) -> set[str] | None:
@@ -146,12 +182,14 @@ def _construct(cls: type, first: Any, hparams: dict[str, Any]) -> Any:
     except (TypeError, ValueError) as error:
         if isinstance(error, OptimizerConfigError):
             raise
-        given = ", ".join(f"{key}={value!r}" for key, value in hparams.items())
-        raise OptimizerConfigError(f"{cls.__name__}({given}) failed: {error}") from error
+        message = str(error)
+        prefix = "" if message.startswith(cls.__name__) else f"{cls.__name__}: "
+        raise OptimizerConfigError(prefix + message) from error
 
 
 def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The usual AdamW split: ``"decay"`` (``ndim >= 2``) and ``"no_decay"`` (the rest).
+    """The AdamW baseline's split: ``"decay"`` (weight matrices) and ``"no_decay"`` (biases, norm
+    gains, scalars: ``ndim < 2``; and the weights of ``nn.Embedding`` modules).
 
     Only parameters with ``requires_grad`` are included; empty groups are dropped. Each group has
     ``"name"`` (read by ``LearningRateMonitor``) and ``"param_names"``.
@@ -160,12 +198,16 @@ def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, 
         "decay": {"params": [], "param_names": [], "weight_decay": weight_decay, "name": "decay"},
         "no_decay": {"params": [], "param_names": [], "weight_decay": 0.0, "name": "no_decay"},
     }
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        group = groups["decay" if parameter.ndim >= 2 else "no_decay"]
-        group["params"].append(parameter)
-        group["param_names"].append(name)
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            decays = parameter.ndim >= 2 and not isinstance(module, nn.Embedding)
+            group = groups["decay" if decays else "no_decay"]
+            group["params"].append(parameter)
+            group["param_names"].append(f"{module_name}.{name}" if module_name else name)
     return [group for group in groups.values() if group["params"]]
 
 
@@ -204,6 +246,24 @@ def build_optimizer(
         return _construct(cls, model.parameters(), hparams)
     weight_decay = hparams.pop("weight_decay", _default_of(cls, "weight_decay", 0.0))
     return _construct(cls, decay_param_groups(model, weight_decay), hparams)
+
+
+def describe_settings(cls: type, given: Mapping[str, Any]) -> str:
+    """One line saying which learning rate and weight decay ``cls`` runs with, and where each
+    value comes from (given, or the class's own default).
+
+    Example:
+        >>> describe_settings(torch.optim.AdamW, {"lr": 3e-3})
+        "AdamW: lr=0.003 (given), weight_decay=0.01 (AdamW's default), betas=(0.9, 0.999) (AdamW's default)"
+    """
+    parameters = inspect.signature(cls.__init__).parameters
+    parts = []
+    for key in ("lr", "weight_decay", "betas"):
+        if key in given:
+            parts.append(f"{key}={given[key]!r} (given)")
+        elif key in parameters and parameters[key].default is not inspect.Parameter.empty:
+            parts.append(f"{key}={parameters[key].default!r} ({cls.__name__}'s default)")
+    return f"{cls.__name__}: " + ", ".join(parts)
 
 
 def _default_of(cls: type, name: str, fallback: Any) -> Any:

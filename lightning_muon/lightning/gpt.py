@@ -3,8 +3,11 @@
 The network is :class:`litgpt.GPT` with a small :class:`litgpt.Config` (pre-norm RMSNorm,
 SwiGLU MLP, rotary embeddings, no biases) over the 256-symbol byte vocabulary of
 :mod:`lightning_muon.data`. The loss is the mean next-token cross-entropy
-``L = −(1/BT) Σ log softmax(z_{b,t})[y_{b,t}]`` (in nats; ``L / ln 2`` is bits per byte), logged as
-``train_loss`` (every step) and ``val_loss`` (per validation epoch).
+``L = −(1/BT) Σ log softmax(z_{b,t})[y_{b,t}]`` in nats per byte, logged as ``train_loss`` (every
+step) and ``val_loss`` (per validation epoch), with torchmetrics aggregates of the same quantity in
+the units the docs speak: ``train_bpb`` / ``val_bpb`` (bits per byte, ``L / ln 2``) and ``val_ppl``
+(perplexity per byte, ``exp L``). The validation aggregates weight every batch by its token count
+and are reduced across data-parallel ranks by torchmetrics.
 
 Its optimizer comes from :class:`~lightning_muon.MuonMixin`: ``--model.optimizer normuon
 --model.lr 0.02 --model.lr_schedule cosine`` on the command line. The transformer is built in
@@ -21,12 +24,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from litgpt import GPT, Config
+from torchmetrics.aggregation import MeanMetric
 
 from lightning_muon.data.corpus import VOCAB_SIZE
 from lightning_muon.lightning.mixin import MuonMixin
@@ -72,6 +77,20 @@ def byte_gpt_config(
     )
 
 
+class BitsPerByte(MeanMetric):
+    """Token-weighted mean of a next-byte cross-entropy given in nats, reported in bits: ``L / ln 2``."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute() / math.log(2)
+
+
+class BytePerplexity(MeanMetric):
+    """Token-weighted mean of a next-byte cross-entropy given in nats, reported as ``exp L``."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute().exp()
+
+
 class GPTLanguageModel(MuonMixin, pl.LightningModule):
     """A small litgpt GPT trained on next-byte prediction, optimized by the Muon family.
 
@@ -84,7 +103,8 @@ class GPTLanguageModel(MuonMixin, pl.LightningModule):
         intermediate_size: SwiGLU hidden width (``None``: ``4 · n_embd``).
         optimizer: Optimizer name (``muon``, ``normuon``, ``adamuon``, ``muon_nsr``, ``muon_vs``,
             ``spectral_muon``, ``adamw``), class name or dotted class path.
-        lr: Base learning rate (``None``: the optimizer's default).
+        lr: Base learning rate, or a mapping optimizer name → lr (``None``, or no entry for the
+            chosen optimizer: its own default).
         weight_decay: Decoupled weight decay (``None``: the optimizer's default).
         optimizer_kwargs: Further constructor arguments of the optimizer.
         lr_schedule: ``constant``, ``cosine``, ``linear``, ``wsd`` or ``None`` (no schedule).
@@ -103,7 +123,7 @@ class GPTLanguageModel(MuonMixin, pl.LightningModule):
         vocab_size: int = VOCAB_SIZE,
         intermediate_size: int | None = None,
         optimizer: str = "muon",
-        lr: float | None = None,
+        lr: float | dict[str, float] | None = None,
         weight_decay: float | None = None,
         optimizer_kwargs: dict[str, Any] | None = None,
         lr_schedule: str | None = None,
@@ -118,6 +138,9 @@ class GPTLanguageModel(MuonMixin, pl.LightningModule):
             n_layer, n_head, n_embd, block_size, vocab_size, intermediate_size
         )
         self.model = GPT(self.config)
+        self.train_bpb = BitsPerByte()
+        self.val_bpb = BitsPerByte()
+        self.val_ppl = BytePerplexity()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(B, T, vocab_size)`` for token ids ``idx`` of shape ``(B, T)``."""
@@ -133,8 +156,15 @@ class GPTLanguageModel(MuonMixin, pl.LightningModule):
     ) -> torch.Tensor:
         loss = self._loss(batch)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.train_bpb(loss.detach(), batch[1].numel())
+        self.log("train_bpb", self.train_bpb, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
         self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+        tokens = batch[1].numel()
+        self.val_bpb.update(loss, tokens)
+        self.val_ppl.update(loss, tokens)
+        self.log("val_bpb", self.val_bpb, prog_bar=True, on_step=False, on_epoch=True)
+        self.log("val_ppl", self.val_ppl, on_step=False, on_epoch=True)

@@ -6,7 +6,12 @@ saved with ``self.save_hyperparameters()``; LightningCLI then exposes them as ``
 module's named parameters *after* ``configure_model`` (so FSDP2's ``fully_shard`` has already
 replaced them), and only settings that were actually given are passed to the optimizer class:
 ``lr=None`` means "the class's own default", so choosing ``adamw`` never inherits Muon's learning
-rate and no default of one class leaks into another.
+rate and no default of one class leaks into another. ``lr`` may also be a mapping from optimizer
+names to learning rates (``{normuon: 0.02, adamw: 0.003}``, keys resolved like ``optimizer``): the
+entry of the chosen optimizer is used, and an optimizer without an entry runs at its own default.
+That is how ``recipes/quickstart.yaml`` sets NorMuon's tuned lr without handing it to
+``--model.optimizer adamw``. At fit time the mixin logs one line naming the lr and weight decay used
+and where each came from.
 
 Hyperparameters read from ``self.hparams`` (all optional):
 
@@ -14,7 +19,8 @@ Hyperparameters read from ``self.hparams`` (all optional):
 name                      meaning                                                      default
 ========================  ===========================================================  ==========
 ``optimizer``             name from ``available_optimizers()``, class name or path     ``"muon"``
-``lr``                    base learning rate (``None``: the class default)             ``None``
+``lr``                    base learning rate, or a mapping optimizer name → lr          ``None``
+                          (``None``, or a mapping without this optimizer: its default)
 ``weight_decay``          decoupled weight decay (``None``: the class default)         ``None``
 ``optimizer_kwargs``      any further constructor arguments, as a dict                 ``None``
 ``lr_schedule``           ``"constant"``, ``"cosine"``, ``"linear"``, ``"wsd"`` or None  ``None``
@@ -50,6 +56,7 @@ from lightning_muon.lightning.factory import (
     build_lr_scheduler,
     build_optimizer,
     check_hparams,
+    describe_settings,
     lightning_optimizer_config,
     resolve_optimizer_class,
 )
@@ -82,6 +89,7 @@ def optimizer_settings(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """
     settings = {key: hparams.get(key, default) for key, default in HPARAM_DEFAULTS.items()}
     cls = resolve_optimizer_class(settings["optimizer"])
+    settings["lr"] = lr_for(cls, settings["lr"])
     extra = dict(settings["optimizer_kwargs"] or {})
     kwargs: dict[str, Any] = {}
     for key in ("lr", "weight_decay"):
@@ -115,6 +123,19 @@ def optimizer_settings(hparams: Mapping[str, Any]) -> dict[str, Any]:
         "schedule_kwargs": schedule_kwargs,
         "total_steps": settings["total_steps"],
     }
+
+
+def lr_for(cls: type, lr: float | Mapping[str, float] | None) -> float | None:
+    """The learning rate ``lr`` gives ``cls``: a number as is, a mapping's entry for ``cls``
+    (``None`` when it has none: the class default applies)."""
+    if not isinstance(lr, Mapping):
+        return lr
+    matches = [value for name, value in lr.items() if resolve_optimizer_class(name) is cls]
+    if len(matches) > 1:
+        raise OptimizerConfigError(
+            f"lr={dict(lr)!r} gives {cls.__name__} {len(matches)} learning rates; give one."
+        )
+    return matches[0] if matches else None
 
 
 def trainer_total_steps(trainer: Any) -> int:
@@ -153,10 +174,11 @@ class MuonMixin:
     def configure_optimizers(self) -> dict[str, Any]:
         settings = self.check_optimizer_settings()
         optimizer = build_optimizer(self, settings["cls"], **settings["kwargs"])  # type: ignore[arg-type]
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(describe_settings(settings["cls"], settings["kwargs"]))
         routing = getattr(optimizer, "routing", None)
         if routing is not None:
-            from lightning.pytorch.utilities import rank_zero_info
-
             rank_zero_info(f"{type(optimizer).__name__} parameter routing:\n{routing}")
         scheduler = None
         if settings["schedule"] is not None:

@@ -11,7 +11,22 @@ warmup steps, ``T`` total steps and ``r = min_lr_ratio``:
 * :class:`WarmupStableDecayLR` (WSD): ``f(k) = 1`` until the decay starts at
   ``D = T − round(decay_fraction · T)``, then ``f(k) = 1 − (1 − r)(k − D) / (T − D)``.
 
-``p`` is clipped to ``[0, 1]``, so ``f`` stays at ``r`` after ``T`` steps. Because the AdamW branch of
+``p`` is clipped to ``[0, 1]``, so ``f`` stays at ``r`` after ``T`` steps. ``T`` and ``W`` are whole
+numbers of steps (``10.5`` is refused). Warmup takes at most half the run: a ``warmup_steps`` larger
+than ``⌊T/2⌋`` is clamped to ``W = ⌊T/2⌋`` with a warning, so a short smoke run of a recipe (say
+``max_steps=10`` with 20 warmup steps) still warms up and decays.
+
+**Resuming.** The length and shape of a schedule (``total_steps``, ``warmup_steps``,
+``min_lr_ratio``, ``decay_fraction``) are settings of the run, not state: ``load_state_dict``
+restores only the step count ``k`` and the base learning rates, keeps the values this schedule was
+built with, and sets every group's lr to ``base_lr · f(k)`` of the new schedule. Resuming with a
+larger ``T`` (e.g. ``--trainer.max_steps 600`` from a checkpoint of a 300-step run, when
+``total_steps`` comes from the Trainer) therefore *extends* the schedule: step ``k`` continues on
+the curve of a ``T``-step run, and a warning gives the lr factor before and after. Resuming at or past
+the end (``k ≥ T``) warns that the schedule has ended and names the lr that the remaining steps get.
+For runs you mean to extend, WSD is the schedule whose plateau extends without a jump.
+
+Because the AdamW branch of
 a Muon-family optimizer runs at ``group lr × adamw_lr_ratio``, scaling the group lr scales both
 branches together. The scheduler state is plain numbers, so checkpoints load with
 ``weights_only=True``.
@@ -32,9 +47,25 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
+from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+SETTINGS = (
+    "total_steps",
+    "warmup_steps",
+    "requested_warmup_steps",
+    "min_lr_ratio",
+    "decay_fraction",
+)
+"""Attributes that describe the schedule (kept from the constructor when a state is loaded)."""
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class _WarmupSchedule(LRScheduler):
@@ -48,22 +79,27 @@ class _WarmupSchedule(LRScheduler):
         min_lr_ratio: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps is None or isinstance(total_steps, bool) or total_steps < 1:
+        name = type(self).__name__
+        if not _is_whole(total_steps) or total_steps < 1:
             raise ValueError(
-                f"{type(self).__name__}: total_steps must be a positive integer, got "
-                f"{total_steps!r} (set it, or let the Trainer fill it in from max_steps/max_epochs)."
+                f"{name}: total_steps must be a positive integer, got {total_steps!r} (set it, or "
+                "let the Trainer fill it in from max_steps/max_epochs)."
             )
-        if warmup_steps < 0 or warmup_steps > total_steps:
+        if not _is_whole(warmup_steps) or warmup_steps < 0:
             raise ValueError(
-                f"{type(self).__name__}: warmup_steps must lie in [0, total_steps={total_steps}], "
-                f"got {warmup_steps!r}."
+                f"{name}: warmup_steps must be a non-negative integer, got {warmup_steps!r}."
             )
         if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(
-                f"{type(self).__name__}: min_lr_ratio must lie in [0, 1], got {min_lr_ratio!r}."
-            )
+            raise ValueError(f"{name}: min_lr_ratio must lie in [0, 1], got {min_lr_ratio!r}.")
         self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
+        self.requested_warmup_steps = int(warmup_steps)
+        self.warmup_steps = min(int(warmup_steps), self.total_steps // 2)
+        if self.warmup_steps < warmup_steps:
+            rank_zero_warn(
+                f"{name}: warmup_steps={warmup_steps} is more than half of total_steps="
+                f"{self.total_steps}; warming up over {self.warmup_steps} steps instead "
+                "(warmup takes at most half the run)."
+            )
         self.min_lr_ratio = float(min_lr_ratio)
         super().__init__(optimizer, last_epoch)
 
@@ -85,6 +121,43 @@ class _WarmupSchedule(LRScheduler):
     def get_lr(self) -> list[float]:
         factor = self.multiplier(self.last_epoch)
         return [base_lr * factor for base_lr in self.base_lrs]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the step count and base lrs; keep this schedule's settings (see "Resuming")."""
+        state = {key: value for key, value in state_dict.items() if key not in SETTINGS}
+        saved = {key: state_dict[key] for key in SETTINGS if key in state_dict}
+        before = self._saved_multiplier(saved, int(state_dict.get("last_epoch", 0)))
+        super().load_state_dict(state)
+        step, factor = self.last_epoch, self.multiplier(self.last_epoch)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base_lr * factor
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        name = type(self).__name__
+        if step >= self.total_steps:
+            rank_zero_warn(
+                f"{name}: resumed at step {step}, but the schedule ends at total_steps="
+                f"{self.total_steps}: it has ended, and every further step runs at "
+                f"{factor:g} × lr = {self._last_lr[0]:g}"
+                + (" (nothing will train)" if factor == 0.0 else "")
+                + ". Raise trainer.max_steps (or total_steps) to extend it."
+            )
+        elif saved.get("total_steps", self.total_steps) != self.total_steps:
+            rank_zero_warn(
+                f"{name}: the checkpoint's schedule ran over {saved['total_steps']} steps; it now "
+                f"runs over total_steps={self.total_steps}, so at step {step} the lr factor goes "
+                f"from {before:g} to {factor:g} (lr {self._last_lr[0]:g})."
+            )
+
+    def _saved_multiplier(self, saved: dict[str, Any], step: int) -> float:
+        """``f(step)`` of the schedule a state was saved from (its settings in ``saved``)."""
+        current = {key: getattr(self, key) for key in SETTINGS if hasattr(self, key)}
+        try:
+            for key, value in saved.items():
+                setattr(self, key, value)
+            return self.multiplier(step)
+        finally:
+            for key, value in current.items():
+                setattr(self, key, value)
 
 
 class WarmupConstantLR(_WarmupSchedule):

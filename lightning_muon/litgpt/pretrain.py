@@ -82,13 +82,17 @@ def build_parser() -> Any:
 
 
 def make_optimizer(spec: Any, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
-    """The recipe's optimizer: Muon-family classes get ``named_parameters()``, others ``parameters()``."""
+    """The recipe's optimizer: Muon-family classes get ``named_parameters()``; others go through
+    :func:`~lightning_muon.lightning.factory.build_optimizer` (AdamW: the baseline's decay /
+    no-decay groups, as ``--model.optimizer adamw`` and ``--optimizer AdamW`` build it)."""
+    from lightning_muon.lightning.factory import build_optimizer
+
     cls, init_args = resolve_optimizer(spec)
     if issubclass(cls, MuonFamilyOptimizer):
         return cls(model.named_parameters(), **init_args)
     if "fused" in inspect.signature(cls).parameters:
         init_args.setdefault("fused", fused)
-    return cls(model.parameters(), **init_args)
+    return build_optimizer(model, cls, **init_args)
 
 
 def branch_map(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, str]:

@@ -15,8 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ import torch
 import yaml
 
 from lightning_muon.optim.base import MuonFamilyOptimizer
-from lightning_muon.optim.registry import OPTIMIZERS
 
 from .data import tokenizer_size
 
@@ -72,7 +69,14 @@ def model_config(recipe: dict[str, Any]) -> Any:
 
 
 def resolve_optimizer(spec: Any) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
-    """``(class, init_args)`` of the recipe's ``optimizer`` entry (a class path or ``{class_path, init_args}``)."""
+    """``(class, init_args)`` of the recipe's ``optimizer`` entry (a class path or ``{class_path, init_args}``).
+
+    A bare name means ``torch.optim.<name>``, as litgpt reads it; the class path is then resolved
+    by :func:`~lightning_muon.lightning.factory.resolve_optimizer_class`, the resolver of every
+    configuration path.
+    """
+    from lightning_muon.lightning.factory import OptimizerConfigError, resolve_optimizer_class
+
     if isinstance(spec, str):
         class_path, init_args = spec if "." in spec else f"torch.optim.{spec}", {}
     elif isinstance(spec, dict) and "class_path" in spec:
@@ -81,19 +85,10 @@ def resolve_optimizer(spec: Any) -> tuple[type[torch.optim.Optimizer], dict[str,
         raise ValueError(
             f"optimizer: expected a class path or {{class_path, init_args}}, got {spec!r}"
         )
-    module_name, _, class_name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError):
-        cls = None
-    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
-        names = sorted(c.__name__ for c in OPTIMIZERS.values())
-        raise ValueError(
-            f"optimizer.class_path={class_path!r} is not an optimizer class. Muon-family optimizers: "
-            + ", ".join(f"lightning_muon.{n}" for n in names)
-            + "; baseline: torch.optim.AdamW"
-        )
-    return cls, init_args
+        return resolve_optimizer_class(class_path), init_args
+    except OptimizerConfigError as error:
+        raise ValueError(f"optimizer.class_path={class_path!r}: {error}") from None
 
 
 def _check_data(recipe: dict[str, Any], padded_vocab_size: int) -> None:

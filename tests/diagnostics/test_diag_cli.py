@@ -68,7 +68,6 @@ def test_lightning_muon_command_with_monitors(
             "--model.n_embd=32",
             "--model.block_size=32",
             "--model.optimizer=muon",
-            "--data.block_size=32",
             "--data.batch_size=4",
             "--data.max_bytes=100000",
             "--trainer.callbacks+=lightning_muon.callbacks.UpdateNormMonitor",

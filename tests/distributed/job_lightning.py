@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,7 @@ class ShardedGPT(L.LightningModule):
 def trainer(out: Path, **kwargs: Any) -> L.Trainer:
     defaults = dict(
         accelerator="cpu", devices=2, max_epochs=2, accumulate_grad_batches=2, logger=False,
+        default_root_dir=out,  # Lightning's default checkpoints/ lands here, not in the cwd
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
     )  # fmt: skip
@@ -237,15 +239,19 @@ def ddp_checks(out: Path) -> dict[str, Any]:
     }
 
 
-def howto_script(path: Path) -> dict[str, Any]:
-    """Run the FSDP2 how-to's ``train_fsdp2.py`` as written (4 steps), in these processes."""
+def howto_script(path: Path, out: Path) -> dict[str, Any]:
+    """Run the FSDP2 how-to's ``train_fsdp2.py`` as written (4 steps), in these processes, from
+    ``out`` (the script writes ``runs/fsdp2/`` relative to the current directory)."""
     saved, sys.argv = sys.argv, [str(path), "4"]
+    cwd = os.getcwd()
     printed = io.StringIO()
     try:
+        os.chdir(out)
         with contextlib.redirect_stdout(printed):
             exec(compile(path.read_text(), str(path), "exec"), {"__name__": "__main__"})
     finally:
         sys.argv = saved
+        os.chdir(cwd)
     return {"stdout": printed.getvalue()}
 
 
@@ -256,7 +262,7 @@ def main() -> None:
     results["trainer"] = trainer_checks(out)
     results["ddp"] = ddp_checks(out)
     if len(sys.argv) > 2:
-        results["howto"] = howto_script(Path(sys.argv[2]))
+        results["howto"] = howto_script(Path(sys.argv[2]).resolve(), out)
     rank = results["fabric"]["rank"]
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1))
 

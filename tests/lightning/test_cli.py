@@ -4,6 +4,7 @@ CLI), the mixin's --model.* settings, --print_config, bad input, and the quick-s
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,14 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch import nn
 
 import lightning_muon as lm
-from lightning_muon.cli import MuonLightningCLI, check_strategy, main
+from lightning_muon.cli import (
+    TOP_LEVEL_HELP,
+    LightningMuonJob,
+    MuonLightningCLI,
+    check_strategy,
+    main,
+    resolve_optimizer_flags,
+)
 from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning import OptimizerConfigError, StaleParametersError, WarmupCosineLR
 from lightning_muon.lightning.gpt import GPTLanguageModel
@@ -50,12 +58,18 @@ def _isolated(monkeypatch, tmp_path):
 
 
 def tiny_args(
-    *extra: str, steps: int = 2, subcommand: str | None = "fit", gpt: bool = True
+    *extra: str,
+    steps: int = 2,
+    subcommand: str | None = "fit",
+    gpt: bool = True,
+    job: bool = False,
 ) -> list[str]:
+    """Flags of a tiny run; ``job=True``: for the ``lightning-muon`` command, where
+    ``data.block_size`` follows ``model.block_size`` and cannot be given."""
     args = ([subcommand] if subcommand else []) + ["--seed_everything", "0"]
     if gpt:
         args += [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
-    args += [f"--data.{k}={v}" for k, v in TINY_DATA.items()]
+    args += [f"--data.{k}={v}" for k, v in TINY_DATA.items() if not (job and k == "block_size")]
     args += [
         f"--trainer.max_steps={steps}",
         "--trainer.accelerator=cpu",
@@ -197,24 +211,52 @@ def test_print_config_round_trips(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--optimizer=NoSuchOptimizer"], "Valid --optimizer values: lightning_muon.Muon, NorMuon"),
-        (["--optimizer=NorMuon", "--optimizer.bogus=1"], "bogus"),
-        (["--optimizer=Muon"], "lightning_muon.Muon"),  # ambiguous with torch.optim.Muon
+        (
+            ["--optimizer=NoSuchOptimizer"],
+            "--optimizer NoSuchOptimizer: Unknown optimizer 'NoSuchOptimizer'. Valid names: adamuon, adamw",
+        ),
+        (["--optimizer=NorMuon", "--optimizer.bogus=1"], "Key 'bogus' is not expected"),
         (["--model.optimizer=nomuon"], "Unknown optimizer 'nomuon'. Valid names: adamuon, adamw"),
         (["--optimizer=NorMuon", "--optimizer.lr=-1"], "lr"),
         (["--optimizer=NorMuon", "--model.lr=0.1"], "conflicts with --model.lr=0.1"),
         (["--lr_scheduler=WarmupCosineLR", "--model.lr_schedule=cosine"], "give one schedule"),
         (["--data.data_dir=/no/such/corpus"], "data_dir='/no/such/corpus' does not exist"),
-        (["--model.lr_schedule=cosine", "--model.warmup_steps=50"], "warmup_steps must lie in"),
+        (
+            ["--data.val_fraction=1.5"],
+            "ByteCorpusDataModule: val_fraction must lie in (0, 1), got 1.5.",
+        ),
+        (["--data.block_size=64"], 'Linked "data.block_size" must be given via "model.block_size"'),
+        (["--model.lr_schedule=cosine", "--model.warmup_steps=2.5"], "warmup_steps"),
     ],
 )
 def test_bad_input_stops_with_one_clear_line(flags, message, capsys):
     with pytest.raises(SystemExit) as info:
-        main(tiny_args(*flags))
+        main(tiny_args(*flags, job=True))
     assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if "error" in line or "Valid" in line
+    ]
+    assert err and err[0].startswith("lightning-muon: error: "), err
+    assert message in "\n".join(err)
+    assert len(err) <= 2 and all(len(line) < 400 for line in err), err  # no usage screen
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_optimizer_flag_takes_the_same_names_as_the_model_setting():
+    for name, cls in (("normuon", lm.NorMuon), ("Muon", lm.Muon), ("adamw", torch.optim.AdamW)):
+        cli = MuonLightningCLI(
+            GPTLanguageModel,
+            ByteCorpusDataModule,
+            args=tiny_args(f"--optimizer={name}", subcommand=None),
+            run=False,
+            save_config_callback=None,
+        )
+        spec = cli.config["fit_time_optimizer"]
+        spec = spec.as_dict() if hasattr(spec, "as_dict") else dict(spec)
+        optimizer = cli.build_fit_time_optimizer(cli.model, spec)
+        assert type(optimizer) is cls, name
+    # torch's Muon stays torch's when named by path
+    assert resolve_optimizer_flags(["--optimizer", "torch.optim.Muon"])[1] == "torch.optim.Muon"
 
 
 def test_fsdp1_is_refused_for_the_muon_family_only():
@@ -224,31 +266,48 @@ def test_fsdp1_is_refused_for_the_muon_family_only():
     check_strategy(lm.NorMuon, DDPStrategy())
 
 
-def test_quickstart_recipe_runs_the_main_job(tmp_path):
-    """`lightning-muon fit --config recipes/quickstart.yaml` with a tiny step budget."""
-    main(
-        [
-            "fit",
-            "--config",
-            str(ROOT / "recipes" / "quickstart.yaml"),
-            "--trainer.max_steps=4",
-            "--trainer.val_check_interval=2",
-            "--trainer.limit_val_batches=2",
-            "--trainer.log_every_n_steps=1",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--model.warmup_steps=1",
-            "--data.max_bytes=200000",
-            "--data.batch_size=2",
-        ]
-    )
-    run = tmp_path / "lightning_logs" / "version_0"
-    with open(run / "metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert any(r["train_loss"] for r in rows) and any(r["val_loss"] for r in rows)
-    assert [float(r["lr-NorMuon/muon"]) for r in rows if r.get("lr-NorMuon/muon")][:2] == [
-        0.02,
-        0.02,
+QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
+
+
+def quickstart_args(root: Path, steps: int, *extra: str) -> list[str]:
+    """The quick-start recipe as written (20 warmup steps included), on a tiny budget."""
+    return [
+        "fit",
+        "--config",
+        QUICKSTART,
+        f"--trainer.max_steps={steps}",
+        "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.default_root_dir={root}",
+        "--model.n_layer=1",
+        "--data.max_bytes=200000",
+        "--data.batch_size=2",
+        *extra,
     ]
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quickstart_recipe_runs_the_main_job(tmp_path, capsys):
+    """`lightning-muon fit --config recipes/quickstart.yaml` with a tiny step budget: the
+    recipe's 20 warmup steps are clamped to half the run, the metrics include bits per byte, and
+    the run ends with a summary that says where everything is."""
+    main(quickstart_args(tmp_path, 4))
+    run = tmp_path / "lightning_logs" / "version_0"
+    rows = read_metrics(run)
+    assert any(r["train_loss"] for r in rows) and any(r["train_bpb"] for r in rows)
+    lrs = [float(r["lr-NorMuon/muon"]) for r in rows if r.get("lr-NorMuon/muon")]
+    assert lrs[:2] == pytest.approx([0.02 * 1 / 2, 0.02])  # warmup clamped to 4 // 2 = 2 steps
+    val = [r for r in rows if r["val_loss"]]
+    assert val and all(
+        float(r["val_bpb"]) == pytest.approx(float(r["val_loss"]) / math.log(2), rel=1e-5)
+        and float(r["val_ppl"]) == pytest.approx(math.exp(float(r["val_loss"])), rel=1e-5)
+        for r in val
+    )
     assert list(run.glob("events.out.tfevents.*"))
     config = (run / "config.yaml").read_text()
     assert "optimizer: normuon" in config
@@ -256,6 +315,96 @@ def test_quickstart_recipe_runs_the_main_job(tmp_path):
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
     assert {g["name"] for g in last["optimizer_states"][0]["param_groups"]} == {"muon", "adamw"}
+    out = capsys.readouterr().out
+    summary = out[out.index("lightning-muon: fit stopped after 4 optimizer steps.") :]
+    assert f"metrics:     {run / 'metrics.csv'}" in summary
+    assert f"tensorboard --logdir {tmp_path / 'lightning_logs'}" in summary
+    assert f"last:        {run / 'checkpoints' / 'last.ckpt'}" in summary
+    final = float(val[-1]["val_loss"])
+    assert f"{final:.4f} nats per byte = {final / math.log(2):.4f} bits per byte" in summary
+    # the documented evaluation of a checkpoint
+    validate = [
+        "validate",
+        *quickstart_args(tmp_path, 4)[1:],
+        f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    ]
+    main(validate)
+    assert "val_bpb" in capsys.readouterr().out
+
+
+def test_resumed_run_extends_the_schedule(tmp_path, capsys):
+    """Resuming with a larger max_steps stretches the schedule to the new length (never lr 0
+    for the extra steps), says so, and the progress bar counts the run's steps."""
+    main(quickstart_args(tmp_path, 4))
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.warns(UserWarning, match="now runs over total_steps=8"):
+        job = LightningMuonJob(
+            GPTLanguageModel,
+            ByteCorpusDataModule,
+            args=quickstart_args(tmp_path, 8, f"--ckpt_path={last}"),
+            save_config_kwargs={"overwrite": True},
+        )
+    rows = read_metrics(tmp_path / "lightning_logs" / "version_1")
+    lrs = {int(r["step"]): float(r["lr-NorMuon/muon"]) for r in rows if r.get("lr-NorMuon/muon")}
+    schedule = WarmupCosineLR(
+        torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.02), total_steps=8, warmup_steps=4
+    )
+    expected = {k: 0.02 * schedule.multiplier(k) for k in range(4, 8)}
+    assert {k: lrs[k] for k in expected} == pytest.approx(expected)
+    assert all(lrs[k] > 0 for k in expected)
+    bar = job.trainer.progress_bar_callback.train_progress_bar
+    assert (bar.n, bar.total) == (8, 8)
+    assert "fit stopped after 8 optimizer steps" in capsys.readouterr().out
+
+
+def test_switching_the_model_optimizer_uses_its_own_default_lr(capsys):
+    """The recipe's lr belongs to NorMuon; --model.optimizer adamw runs at AdamW's default and
+    the log says which lr was used and why."""
+    args = ["--config", QUICKSTART, "--model.optimizer=adamw", "--trainer.logger=false"]
+    job = LightningMuonJob(GPTLanguageModel, ByteCorpusDataModule, args=args, run=False)
+    settings = job.model.check_optimizer_settings()
+    assert settings["cls"] is torch.optim.AdamW and "lr" not in settings["kwargs"]
+    default = LightningMuonJob(
+        GPTLanguageModel, ByteCorpusDataModule, args=args[:2] + args[3:], run=False
+    )
+    assert default.model.check_optimizer_settings()["kwargs"] == {"lr": 0.02}
+    line = lm.lightning.factory.describe_settings(torch.optim.AdamW, settings["kwargs"])
+    assert line.startswith("AdamW: lr=0.001 (AdamW's default)")
+
+
+def test_model_block_size_alone_sets_the_context_of_model_and_data():
+    job = LightningMuonJob(
+        GPTLanguageModel,
+        ByteCorpusDataModule,
+        args=["--config", QUICKSTART, "--model.block_size=256", "--trainer.logger=false"],
+        run=False,
+    )
+    assert job.model.config.block_size == 256 and job.datamodule.block_size == 256
+
+
+def test_the_command_offers_fit_and_validate_and_answers_help_without_lightning(capsys):
+    assert set(LightningMuonJob.subcommands()) == {"fit", "validate"}
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0 and capsys.readouterr().out == TOP_LEVEL_HELP
+    assert "{fit,validate}" in TOP_LEVEL_HELP
+    for subcommand in ("test", "predict"):
+        with pytest.raises(SystemExit) as info:
+            main([subcommand])
+        assert info.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
+    probe = (
+        "import sys\nfrom lightning_muon.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\nprint('lightning.pytorch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
 
 
 def test_python_dash_m_entry_point_reports_errors_with_exit_status_2(tmp_path):

@@ -13,6 +13,7 @@ import lightning_muon as lm
 from lightning_muon.lightning import (
     OptimizerConfigError,
     WarmupConstantLR,
+    WarmupCosineLR,
     WarmupLinearLR,
     WarmupStableDecayLR,
     available_optimizers,
@@ -53,11 +54,8 @@ def test_every_optimizer_routes_the_gpt_by_name(name):
     optimizer = build_optimizer(tiny_gpt(), name, lr=1e-3)
     if name == "adamw":
         groups = {g["name"]: set(g["param_names"]) for g in optimizer.param_groups}
-        assert groups["decay"] == MUON_NAMES | {
-            "model.lm_head.weight",
-            "model.transformer.wte.weight",
-        }
-        assert all("norm" in n or "ln_f" in n for n in groups["no_decay"])
+        assert groups["decay"] == MUON_NAMES | {"model.lm_head.weight"}
+        assert groups["no_decay"] == ADAMW_NAMES - {"model.lm_head.weight"}  # norms, embedding
         return
     assert branches(optimizer) == {"muon": MUON_NAMES, "adamw": ADAMW_NAMES}
     assert {g["name"] for g in optimizer.param_groups} == {"muon", "adamw"}
@@ -80,7 +78,7 @@ def test_hyperparameters_a_class_does_not_take_are_named():
 
 
 def test_invalid_values_are_rejected_with_the_value():
-    with pytest.raises(OptimizerConfigError, match=r"NorMuon\(lr=-1\.0\).*lr"):
+    with pytest.raises(OptimizerConfigError, match=r"^NorMuon: Invalid lr: -1\.0"):
         build_optimizer(tiny_gpt(), "normuon", lr=-1.0)
 
 
@@ -88,7 +86,7 @@ def test_model_without_matrix_parameters_is_refused_for_muon_but_fine_for_adamw(
     model = nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4))
     with pytest.raises(OptimizerConfigError, match="no matrix parameters"):
         build_optimizer(model, "muon")
-    assert len(build_optimizer(model, "adamw").param_groups) == 2
+    assert [g["name"] for g in build_optimizer(model, "adamw").param_groups] == ["no_decay"]
     frozen = nn.Linear(3, 3).requires_grad_(False)
     with pytest.raises(OptimizerConfigError, match="no trainable parameters"):
         build_optimizer(frozen, "adamw")
@@ -102,6 +100,90 @@ def test_adamw_baseline_splits_decay_and_uses_its_own_defaults():
     assert decay["lr"] == 1e-3
     sgd = build_optimizer(tiny_gpt(), "torch.optim.SGD", lr=0.1, weight_decay=0.5)
     assert [g["weight_decay"] for g in sgd.param_groups] == [0.5, 0.0]
+
+
+def test_one_resolver_and_one_adamw_baseline_for_every_configuration_path(monkeypatch):
+    """--model.optimizer (the mixin), --optimizer (MuonLightningCLI) and a litgpt recipe's
+    optimizer: resolve names the same way and build the same AdamW baseline."""
+    from lightning_muon.cli import MuonLightningCLI, resolve_optimizer_flags
+    from lightning_muon.lightning.mixin import optimizer_settings
+    from lightning_muon.litgpt.pretrain import make_optimizer
+    from lightning_muon.litgpt.recipes import resolve_optimizer
+
+    for name, cls in [
+        ("lightning_muon.NorMuon", lm.NorMuon),
+        ("torch.optim.Muon", torch.optim.Muon),
+        ("lightning_muon.Muon", lm.Muon),
+        ("torch.optim.AdamW", torch.optim.AdamW),
+    ]:
+        assert optimizer_settings({"optimizer": name})["cls"] is cls
+        assert resolve_optimizer_flags(["--optimizer", name])[1] == name
+        assert resolve_optimizer({"class_path": name})[0] is cls
+    for name in ("normuon", "Muon", "muon-nsr", "adamw", "SGD"):  # bare names: the CLI and mixin
+        path = resolve_optimizer_flags([f"--optimizer={name}"])[0].split("=", 1)[1]
+        assert (
+            lm.lightning.factory.resolve_optimizer_class(path)
+            is optimizer_settings({"optimizer": name})["cls"]
+        )
+    with pytest.raises(ValueError, match="Unknown optimizer 'lightning_muon.NoSuch'"):
+        resolve_optimizer({"class_path": "lightning_muon.NoSuch"})
+
+    def groups(optimizer):
+        return [(g["name"], g["param_names"], g["weight_decay"]) for g in optimizer.param_groups]
+
+    model = tiny_gpt()
+    baseline = groups(build_optimizer(model, "adamw"))
+    assert baseline == groups(
+        MuonLightningCLI.build_fit_time_optimizer(model, {"class_path": "torch.optim.AdamW"})
+    )
+    spec = {"class_path": "torch.optim.AdamW", "init_args": {}}
+    assert [(n, len(p), wd) for n, p, wd in baseline] == [
+        (n, len(p), wd) for n, p, wd in groups(make_optimizer(spec, model, fused=False))
+    ]
+    assert baseline[1][1][0] == "model.transformer.wte.weight"  # embeddings are not decayed
+
+
+def test_schedule_lengths_are_whole_numbers_and_warmup_is_clamped_to_half_the_run():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    for bad in (10.5, 10.0, True, 0, -3):
+        with pytest.raises(
+            ValueError, match=f"total_steps must be a positive integer, got {bad!r}"
+        ):
+            WarmupConstantLR(optimizer, total_steps=bad)
+    for bad in (2.5, -1, False):
+        with pytest.raises(ValueError, match="warmup_steps must be a non-negative integer"):
+            WarmupConstantLR(optimizer, total_steps=10, warmup_steps=bad)
+    with pytest.warns(UserWarning, match="warming up over 5 steps"):
+        clamped = WarmupLinearLR(optimizer, total_steps=10, warmup_steps=20)
+    assert clamped.warmup_steps == 5
+    assert [clamped.multiplier(k) for k in (0, 4, 5, 10)] == [0.2, 1.0, 1.0, 0.0]
+
+
+def _run(schedule, steps):
+    for _ in range(steps):
+        schedule.optimizer.step()
+        schedule.step()
+    return schedule
+
+
+def test_resume_keeps_the_new_length_and_says_so():
+    """A checkpoint of a finished 300-step cosine, resumed into a 600-step run, continues on the
+    600-step curve (lr > 0) instead of the old curve's end (lr 0), with a warning."""
+    new_opt = lambda: torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.02)  # noqa: E731
+    done = _run(WarmupCosineLR(new_opt(), total_steps=300, warmup_steps=20), 300)
+    assert done.optimizer.param_groups[0]["lr"] == 0.0
+    state = done.state_dict()
+    longer = WarmupCosineLR(new_opt(), total_steps=600, warmup_steps=20)
+    with pytest.warns(UserWarning, match="ran over 300 steps; it now runs over total_steps=600"):
+        longer.load_state_dict(state)
+    expected = 0.02 * _reference_multiplier("cosine", 300, 600, 20, 0.0)
+    assert longer.last_epoch == 300 and longer.total_steps == 600
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(expected) and expected > 0.01
+    straight = _run(WarmupCosineLR(new_opt(), total_steps=600, warmup_steps=20), 300)
+    assert _run(longer, 50).get_last_lr() == pytest.approx(_run(straight, 50).get_last_lr())
+    same = WarmupCosineLR(new_opt(), total_steps=300, warmup_steps=20)
+    with pytest.warns(UserWarning, match="the schedule ends at total_steps=300: it has ended"):
+        same.load_state_dict(state)
 
 
 def _reference_multiplier(kind, k, total, warmup, min_ratio, decay_fraction=0.2):
@@ -170,7 +252,7 @@ def test_schedule_arguments_are_validated():
     with pytest.raises(OptimizerConfigError, match="total_steps"):
         build_lr_scheduler(optimizer, "cosine", None)
     with pytest.raises(OptimizerConfigError, match="warmup_steps"):
-        build_lr_scheduler(optimizer, "cosine", 10, warmup_steps=11)
+        build_lr_scheduler(optimizer, "cosine", 10, warmup_steps=-1)
     with pytest.raises(OptimizerConfigError, match="'decay_fraction'"):
         build_lr_scheduler(optimizer, "cosine", 10, decay_fraction=0.1)
     with pytest.raises(ValueError, match="min_lr_ratio"):

@@ -48,3 +48,16 @@ def test_every_recipe_is_a_valid_configuration(recipe: Path, in_scratch_dir, cap
     assert info.value.code in (None, 0)
     printed = capsys.readouterr().out
     assert "max_steps: 300" in printed and "class_path" in printed
+
+
+@pytest.mark.slow
+def test_readme_shows_the_summary_the_main_job_prints(in_scratch_dir, capsys) -> None:
+    """`lightning-muon fit --config recipes/quickstart.yaml`, as the README says, prints the
+    summary the README shows (300 steps: about 100 s of CPU time)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("lightning-muon: fit stopped after 300 optimizer steps.")
+    shown = readme[start : readme.index("```", start)].strip()
+    main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.enable_progress_bar=false"])
+    out = capsys.readouterr().out
+    printed = out[out.index("lightning-muon: fit stopped") :].strip()
+    assert printed == shown
