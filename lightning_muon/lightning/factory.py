@@ -11,9 +11,10 @@ the parameters are always the module's live, named parameters at fit time.
   with the given ``weight_decay`` and ``"no_decay"`` (biases, norm gains, scalars and embedding
   tables) with ``weight_decay = 0``. This is **the AdamW baseline** of every configuration path
   (``--model.optimizer adamw``, ``--optimizer AdamW``, ``python -m lightning_muon.litgpt.pretrain``
-  with ``optimizer: AdamW``): ``torch.optim.AdamW`` over those two groups, with PyTorch's defaults
-  unless set (``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``, ``weight_decay=0.01``); the
-  recipes set ``betas=(0.9, 0.95)`` and ``weight_decay=0.1``.
+  with ``optimizer: AdamW``): ``torch.optim.AdamW`` over those two groups with the registry's
+  baseline settings (``lightning_muon.optim.registry.SPECS["adamw"].settings``: ``betas=(0.9,
+  0.95)``, ``weight_decay=0.1``, the usual LLM pretraining values) on top of PyTorch's other
+  defaults (``lr=1e-3``, ``eps=1e-8``), unless set.
 
 Names resolve through :func:`resolve_optimizer_class`, the one resolver of every path.
 
@@ -30,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -42,18 +42,9 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from lightning_muon.lightning.schedules import SCHEDULES
 
-BASELINES: dict[str, type[Optimizer]] = {"adamw": torch.optim.AdamW}
-"""Non-Muon optimizers offered by name, for comparison runs."""
-
 
 class OptimizerConfigError(ValueError):
     """An optimizer or schedule configuration that cannot work; raised before training starts."""
-
-
-def _muon_registry() -> dict[str, type[Optimizer]]:
-    from lightning_muon.optim.registry import OPTIMIZERS
-
-    return dict(OPTIMIZERS)
 
 
 def _muon_base() -> type[Optimizer]:
@@ -68,7 +59,21 @@ def available_optimizers() -> dict[str, type[Optimizer]]:
     Names are case-insensitive in :func:`build_optimizer`; class names (``"NorMuon"``) and dotted
     import paths (``"torch.optim.SGD"``) work too.
     """
-    return {**_muon_registry(), **BASELINES}
+    from lightning_muon.optim.registry import SPECS
+
+    return {name: spec.cls for name, spec in SPECS.items()}
+
+
+def registry_settings(cls: type) -> dict[str, Any]:
+    """The settings every configuration path applies on top of ``cls``'s own defaults: the
+    registry's (``{"betas": (0.9, 0.95), "weight_decay": 0.1}`` for the AdamW baseline; empty for the
+    Muon family, whose defaults are their constructor's, and for classes outside the registry)."""
+    from lightning_muon.optim.registry import spec_for
+
+    try:
+        return dict(spec_for(cls).settings)
+    except ValueError:
+        return {}
 
 
 def is_muon_family(cls: type) -> bool:
@@ -123,25 +128,13 @@ def resolve_optimizer_class(name_or_class: str | type[Optimizer]) -> type[Optimi
             f"optimizer must be a name or an Optimizer class, got {name_or_class!r}. "
             + optimizer_names_hint()
         )
-    name = name_or_class.strip()
-    if "." in name:
-        module_name, _, attr = name.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError):
-            cls = None
-        if isinstance(cls, type) and issubclass(cls, Optimizer):
-            return cls
-    elif name.lower() in BASELINES:
-        return BASELINES[name.lower()]
-    else:
-        from lightning_muon.optim.registry import get_optimizer_class
+    from lightning_muon.optim.registry import get_optimizer_class
 
-        try:
-            return get_optimizer_class(name)
-        except ValueError:
-            pass
-        cls = getattr(torch.optim, name, None)
+    name = name_or_class.strip()
+    try:
+        return get_optimizer_class(name, import_paths=True)
+    except ValueError:
+        cls = None if "." in name else getattr(torch.optim, name, None)
         if isinstance(cls, type) and issubclass(cls, Optimizer):
             return cls
     raise OptimizerConfigError(f"Unknown optimizer {name_or_class!r}. " + optimizer_names_hint())
@@ -233,6 +226,7 @@ def build_optimizer(
     """
     cls = resolve_optimizer_class(name_or_class)
     check_hparams(cls, hparams)
+    hparams = {**registry_settings(cls), **hparams}
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise OptimizerConfigError(
@@ -240,7 +234,6 @@ def build_optimizer(
         )
     if is_muon_family(cls):
         return _construct(cls, model, dict(hparams))
-    hparams = dict(hparams)
     accepted = accepted_hparams(cls)
     if accepted is not None and "weight_decay" not in accepted:
         return _construct(cls, model.parameters(), hparams)
@@ -254,13 +247,16 @@ def describe_settings(cls: type, given: Mapping[str, Any]) -> str:
 
     Example:
         >>> describe_settings(torch.optim.AdamW, {"lr": 3e-3})
-        "AdamW: lr=0.003 (given), weight_decay=0.01 (AdamW's default), betas=(0.9, 0.999) (AdamW's default)"
+        'AdamW: lr=0.003 (given), weight_decay=0.1 (the adamw baseline), betas=(0.9, 0.95) (the adamw baseline)'
     """
     parameters = inspect.signature(cls.__init__).parameters
+    settings = registry_settings(cls)
     parts = []
     for key in ("lr", "weight_decay", "betas"):
         if key in given:
             parts.append(f"{key}={given[key]!r} (given)")
+        elif key in settings:
+            parts.append(f"{key}={settings[key]!r} (the adamw baseline)")
         elif key in parameters and parameters[key].default is not inspect.Parameter.empty:
             parts.append(f"{key}={parameters[key].default!r} ({cls.__name__}'s default)")
     return f"{cls.__name__}: " + ", ".join(parts)

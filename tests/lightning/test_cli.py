@@ -369,7 +369,7 @@ def test_switching_the_model_optimizer_uses_its_own_default_lr(capsys):
     )
     assert default.model.check_optimizer_settings()["kwargs"] == {"lr": 0.02}
     line = lm.lightning.factory.describe_settings(torch.optim.AdamW, settings["kwargs"])
-    assert line.startswith("AdamW: lr=0.001 (AdamW's default)")
+    assert line.startswith("AdamW: lr=0.001 (AdamW's default), weight_decay=0.1 (the adamw baseline)")
 
 
 def test_model_block_size_alone_sets_the_context_of_model_and_data():

@@ -92,10 +92,14 @@ def test_model_without_matrix_parameters_is_refused_for_muon_but_fine_for_adamw(
         build_optimizer(frozen, "adamw")
 
 
-def test_adamw_baseline_splits_decay_and_uses_its_own_defaults():
-    optimizer = build_optimizer(tiny_gpt(), "adamw")
-    decay, no_decay = optimizer.param_groups
-    assert (decay["name"], decay["weight_decay"]) == ("decay", 0.01)  # AdamW's default
+def test_adamw_baseline_splits_decay_and_uses_the_registry_settings():
+    """Every path builds one baseline: the registry's LLM settings on top of AdamW's defaults."""
+    for name in ("adamw", "AdamW", "torch.optim.AdamW", torch.optim.AdamW):
+        optimizer = build_optimizer(tiny_gpt(), name)
+        decay, no_decay = optimizer.param_groups
+        assert (decay["name"], decay["weight_decay"]) == ("decay", 0.1)
+        assert decay["betas"] == (0.9, 0.95)
+    assert build_optimizer(tiny_gpt(), "adamw", weight_decay=0.01).param_groups[0]["weight_decay"] == 0.01
     assert (no_decay["name"], no_decay["weight_decay"]) == ("no_decay", 0.0)
     assert decay["lr"] == 1e-3
     sgd = build_optimizer(tiny_gpt(), "torch.optim.SGD", lr=0.1, weight_decay=0.5)
