@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,9 +85,11 @@ def is_muon_family(cls: type) -> bool:
 def canonical_class_path(cls: type) -> str:
     """The shortest import path of an optimizer class: ``lightning_muon.NorMuon``,
     ``torch.optim.AdamW``, else ``module.QualName``."""
-    import lightning_muon
-
-    for package, module in (("lightning_muon", lightning_muon), ("torch.optim", torch.optim)):
+    # the top-level package is imported before any of its subpackages: read it, don't import it
+    for package, module in (
+        ("lightning_muon", sys.modules["lightning_muon"]),
+        ("torch.optim", torch.optim),
+    ):
         if getattr(module, cls.__name__, None) is cls:
             return f"{package}.{cls.__name__}"
     return f"{cls.__module__}.{cls.__qualname__}"

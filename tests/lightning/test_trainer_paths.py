@@ -65,13 +65,15 @@ def test_mixin_path_builds_the_named_optimizer_routes_and_trains():
 
 
 def test_mixin_passes_only_given_settings_so_defaults_never_leak():
-    """lr=None means the chosen class's own default, not another optimizer's."""
-    for name, cls in (("adamw", torch.optim.AdamW), ("adamuon", lm.AdaMuon)):
+    """lr=None means the chosen class's own default (and, for AdamW, the baseline's settings), not
+    another optimizer's."""
+    for name, cls, weight_decay in (("adamw", torch.optim.AdamW, 0.1), ("adamuon", lm.AdaMuon, None)):
         model = GPTLanguageModel(**TINY_MODEL, optimizer=name)
         optimizer = model.configure_optimizers()["optimizer"]
         defaults = inspect.signature(cls).parameters
         assert optimizer.param_groups[0]["lr"] == defaults["lr"].default
-        assert optimizer.param_groups[0]["weight_decay"] == defaults["weight_decay"].default
+        expected = defaults["weight_decay"].default if weight_decay is None else weight_decay
+        assert optimizer.param_groups[0]["weight_decay"] == expected
     model = GPTLanguageModel(
         **TINY_MODEL, optimizer="muon", optimizer_kwargs={"momentum": 0.8, "ns_steps": 3}
     )
