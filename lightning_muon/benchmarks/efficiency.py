@@ -10,9 +10,12 @@ Protocol, identical for every optimizer:
 
 1. **Grid** on the first seed: the adaptive 2-D search of
    :mod:`~lightning_muon.benchmarks.efficiency_grid` over the matrix lr and the AdamW-branch lr
-   (an absolute lr; the optimizer gets ``adamw_lr_ratio = adamw_lr / lr``), factors of 2, 3 × 3
-   around each optimizer's centre in :data:`GRIDS`, extended past every edge that holds the best
-   cell. AdamW (one lr) gets the same search in 1-D.
+   (an absolute lr; the optimizer gets ``adamw_lr_ratio = adamw_lr / lr``), factors of 2, from
+   each optimizer's centre in :data:`GRIDS` until the best cell is bracketed on both axes. AdamW
+   (one lr) gets the same search in 1-D. The optimizers of ``--no-grid`` (default: SpectralMuon,
+   about twice the step time, and Muon-VS, whose update differs from Muon-NSR's by the missing α
+   only) skip it: Muon-VS takes Muon-NSR's best cell (:data:`BORROWED_CELL`), SpectralMuon is
+   measured at its defaults.
 2. **Seeds**: the best cell of each grid on every seed (the seed sets weights and batch order; the
    validation windows are fixed). AdamW's final loss of each seed is the target of that seed.
 3. **Reference and defaults**: the one-lr Muon + AdamW hybrid (:data:`HYBRID`) on every seed; each
@@ -60,21 +63,21 @@ from .lm_training import (
 
 OPTIMIZERS = ("adamw", "muon", "normuon", "adamuon", "muon_nsr", "muon_vs", "spectral_muon")
 #: Grid label: (optimizer, lr0, adamw_lr0, fixed kwargs). The fixed kwargs pin each optimizer's
-#: 0.1 scale rule, so the grid means the same after a change of defaults. Centres: Muon and AdamW
-#: at their 0.1 defaults (AdamW: the best lr of the earlier 1-D sweep, 2e-3, next to torch's 1e-3);
-#: the others at the best lr of the earlier 1-D sweep at their 0.1 ratio (their 0.1 default lr,
-#: 1e-3, lies 3-4 doublings below it). ``muon_moonlight`` is Muon with the RMS-matched rule,
-#: centred on the one-lr hybrid.
+#: 0.1 scale rule, so the grid means the same after a change of defaults. Centres: Muon at its 0.1
+#: defaults; AdamW at 2e-3 (the best lr of the earlier 1-D sweep, next to torch's 1e-3); the others
+#: at the best lr of the earlier 1-D sweep at their 0.1 ratio (their 0.1 default lr, 1e-3, lies 3-4
+#: doublings below it).
 GRIDS: dict[str, tuple[str, float, float | None, dict[str, Any]]] = {
     "adamw": ("adamw", 2e-3, None, {}),
     "muon": ("muon", 0.02, 3e-4, {"scale": "keller"}),
-    "muon_moonlight": ("muon", 1e-2, 1e-2, {"scale": "moonlight", "rms_target": 0.2}),
     "normuon": ("normuon", 8e-3, 8e-3, {"scale": "rms"}),
     "adamuon": ("adamuon", 1.6e-2, 1.6e-2, {"scale": "rms"}),
     "muon_nsr": ("muon_nsr", 1.6e-2, 1.6e-2, {"scale": "moonlight"}),
     "muon_vs": ("muon_vs", 1.6e-2, 1.6e-2, {"scale": "moonlight"}),
     "spectral_muon": ("spectral_muon", 0.02, 6e-4, {"power": 0.5, "scale": "auto"}),
 }
+#: An optimizer without a grid runs at the best cell of the one named here.
+BORROWED_CELL = {"muon_vs": "muon_nsr"}
 #: The plain one-lr Muon + AdamW hybrid with Moonlight scaling (the reference of the Muon target).
 HYBRID = ("muon", 1e-2, {"scale": "moonlight", "rms_target": 0.2, "adamw_lr_ratio": 1.0})
 #: The 0.1 defaults of lr, adamw_lr_ratio and scale (explicit, so they stay what they were).
@@ -91,11 +94,8 @@ PROPOSED_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {}
 #: One change at a time at AdaMuon's best cell: label → kwargs overriding the grid's.
 ADAMUON_ABLATION: dict[str, dict[str, Any]] = {
     "no sign (Muon + Adam)": {"sign_stabilize": False},
-    "nesterov": {"nesterov": True},
     "weight decay 0": {"weight_decay": 0.0},
-    "eps 1e-2": {"eps": 1e-2},
     "eps 1e-1": {"eps": 1e-1},
-    "scale moonlight": {"scale": "moonlight"},
 }
 PRESETS: dict[str, dict[str, Any]] = {
     # 4 layers x 128 wide, 512 tokens/step, 400 steps, 1 thread: ~30 s per run on a 2-core CPU.
@@ -170,6 +170,7 @@ class Runner:
         }
         self.cache = cache
         self.threads = args.threads
+        self.cached_only = args.cached_only
         self.done: dict[tuple[str, str, int, str], dict[str, Any]] = {}
         if cache.exists():
             for line in cache.read_text().splitlines():
@@ -192,8 +193,12 @@ class Runner:
             _init_worker(args.threads, self.data_kwargs)
 
     def run(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
-        """Results of ``(optimizer, lr, seed, kwargs)`` jobs, in order (cached ones are not rerun)."""
+        """Results of ``(optimizer, lr, seed, kwargs)`` jobs, in order (cached ones are not rerun).
+
+        With ``--cached-only`` nothing is trained and jobs not in the cache are left out."""
         jobs = list(jobs)
+        if self.cached_only:
+            return [self.done[run_key(*j)] for j in jobs if run_key(*j) in self.done]
         todo = list({run_key(*j): j for j in jobs if run_key(*j) not in self.done}.values())
         payload = [(j, self.model_kwargs, self.train_kwargs) for j in todo]
         results = self.pool.map(_run, payload) if self.pool else map(_run, payload)
@@ -233,12 +238,13 @@ def run_grids(
     found: dict[str, dict] = {label: {} for label in grids}
 
     def evaluate(todo):
-        runs = runner.run(grids[label].job(c, seed) for label, c in todo)
-        for (label, c), run in zip(todo, runs, strict=True):
-            found[label][c] = run
-        return {
-            (label, c): run["final_val_loss"] for (label, c), run in zip(todo, runs, strict=True)
-        }
+        keys = {run_key(*grids[label].job(c, seed)): (label, c) for label, c in todo}
+        losses = {}
+        for run in runner.run(grids[label].job(c, seed) for label, c in todo):
+            label, c = keys[run_key(run["optimizer"], run["lr"], run["seed"], run["kwargs"])]
+            found[label][c] = run  # with --cached-only, the cells not trained yet are missing
+            losses[(label, c)] = run["final_val_loss"]
+        return losses
 
     search({label: g.two_d for label, g in grids.items()}, evaluate, max_extensions)
     return found
@@ -254,6 +260,10 @@ def plan_after_grid(
     adamw_lr = best[BASELINE][1]
     names = [n for n in args.optimizers if n != BASELINE]
     plan: dict[str, list[tuple[str, Job]]] = {"tuned": [], "defaults": [], "ablation": []}
+    for name, lender in BORROWED_CELL.items():
+        if name in args.optimizers and name not in best and lender in best:
+            _, lr, _, kwargs = best[lender]
+            best[name] = (name, lr, 0, {**kwargs, "scale": GRIDS[name][3]["scale"]})
     for label, (name, lr, _, kwargs) in best.items():
         plan["tuned"] += [(label, (name, lr, s, kwargs)) for s in seeds]
     if "muon" in args.optimizers:
@@ -279,6 +289,18 @@ def plan_after_grid(
     return plan
 
 
+def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]) -> int:
+    """Order of the runs after the grid, so that a benchmark cut short has the most useful ones:
+    the second seed of every tuned row, the defaults at AdamW's lr, the ablation, the further
+    seeds, then the defaults at their own lr."""
+    labels = {(section, label) for section, pairs in plan.items() for label, j in pairs if j == job}
+    if any(section == "tuned" for section, _ in labels):
+        return 0 if job[2] in seeds[:2] else 3
+    if any(label.endswith("AdamW's lr") for _, label in labels):
+        return 1
+    return 2 if any(section == "ablation" for section, _ in labels) else 4
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -290,7 +312,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON output; .md and .png beside it")
     p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
-    p.add_argument("--max-extensions", type=int, default=4, help="grid extension rounds")
+    p.add_argument("--max-extensions", type=int, default=6, help="grid extension rounds")
+    p.add_argument("--no-grid", nargs="*", default=["spectral_muon", "muon_vs"], choices=OPTIMIZERS,
+                   help="optimizers measured without their own grid (see BORROWED_CELL)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=preset["seeds"])
     for name in ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=preset[name])
@@ -303,6 +327,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                    help="run the AdaMuon ablation")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: report the runs already in the cache")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument(
         "--timing-rounds",
@@ -329,25 +355,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grids = {
         label: Grid(label, name, lr0, a0, kwargs)
         for label, (name, lr0, a0, kwargs) in GRIDS.items()
-        if name in args.optimizers
+        if name in args.optimizers and name not in args.no_grid
     }
     try:
         found = run_grids(runner, grids, args.seeds[0], args.max_extensions)
         plan = plan_after_grid(args, grids, found)
-        jobs = [job for section in plan.values() for _, job in section]
-        runner.run(jobs)
+        runner.run(sorted((job for section in plan.values() for _, job in section),
+                          key=lambda job: _priority(job, plan, args.seeds)))  # fmt: skip
         tuned = {label: job for label, job in plan["tuned"] if job[2] == args.seeds[0]}
         configs = {label: (n, lr, kw) for label, (n, lr, _, kw) in tuned.items()}
-        step_times = runner.step_times(configs, args.timing_rounds) if args.timing_rounds else None
+        timed = args.timing_rounds and not args.cached_only
+        step_times = runner.step_times(configs, args.timing_rounds) if timed else None
     finally:
         runner.close()
     config = {
         **runner.key,
         "seeds": args.seeds,
         "max_extensions": args.max_extensions,
+        "no_grid": args.no_grid,
         "jobs": args.jobs,
         "threads": args.threads,
-        "timing": "interleaved" if args.timing_rounds else "per-run medians",
+        "timing": "interleaved" if timed else "per-run medians",
         "command": "python -m lightning_muon.benchmarks.efficiency "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "torch": torch.__version__,

@@ -10,11 +10,12 @@ by integer exponents ``(i, j)``:
     \\mathrm{adamw\\_lr} = a_0 \\cdot 2^j, \\qquad
     \\mathrm{adamw\\_lr\\_ratio} = \\mathrm{adamw\\_lr} / \\mathrm{lr}
 
-Search (the same for every optimizer): evaluate the 3 × 3 cells ``i, j ∈ {-1, 0, 1}``; while the
-best cell has no evaluated neighbour on a side of an axis (it sits on the grid's edge there), add
-the three cells one step past it on that side (``(i ± 1, j + k)`` or ``(i + k, j ± 1)``,
-``k ∈ {-1, 0, 1}``), at most ``max_extensions`` times. A diverged cell counts as evaluated, so an
-optimum next to a divergence is bracketed. The AdamW baseline has one lr: the same search in 1-D.
+Search (the same for every optimizer): evaluate the centre and its four neighbours (a cross:
+``(0, 0), (±1, 0), (0, ±1)``); while the best cell has no evaluated neighbour on a side of an axis
+(it sits on the grid's edge there), add that neighbour (``(i ± 1, j)`` or ``(i, j ± 1)``), at most
+``max_extensions`` rounds. It ends with the best cell bracketed on both axes: all four neighbours
+evaluated and worse. A diverged cell counts as evaluated, so an optimum next to a divergence is
+bracketed. The AdamW baseline has one lr: the same search in 1-D (``(0, 0), (±1, 0)``).
 
 Example (the search itself, on a known bowl with its minimum at ``(i, j) = (2, -1)``):
     >>> bowl = lambda i, j: (i - 2) ** 2 + (j + 1) ** 2
@@ -65,19 +66,13 @@ class Grid:
 
 
 def _extensions(cells: dict[Index, float], two_d: bool) -> set[Index]:
-    """The cells to add: one step past the best cell on every side where it has no neighbour."""
+    """The cells to add: the best cell's neighbours on every side where it has none yet."""
     finite = {c: v for c, v in cells.items() if math.isfinite(v)}
     if not finite:
         return set()
     bi, bj = min(finite, key=finite.get)
-    spread = (-1, 0, 1) if two_d else (0,)
-    new: set[Index] = set()
-    for d in (-1, 1):
-        if (bi + d, bj) not in cells:
-            new |= {(bi + d, bj + k) for k in spread}
-        if two_d and (bi, bj + d) not in cells:
-            new |= {(bi + k, bj + d) for k in spread}
-    return new - set(cells)
+    sides = [(bi - 1, bj), (bi + 1, bj)] + ([(bi, bj - 1), (bi, bj + 1)] if two_d else [])
+    return {c for c in sides if c not in cells}
 
 
 def search(
@@ -90,10 +85,10 @@ def search(
     ``evaluate`` gets every pending ``(label, (i, j))`` of a round in one call (so the runs of all
     optimizers can share worker processes) and returns their final losses (``inf``: diverged).
     Returns each grid's evaluated cells."""
-    start = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    cross = [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
     cells: dict[str, dict[Index, float]] = {label: {} for label in grids}
     pending = {
-        label: start if two_d else [(i, 0) for i in (-1, 0, 1)] for label, two_d in grids.items()
+        label: cross if two_d else [(i, 0) for i in (-1, 0, 1)] for label, two_d in grids.items()
     }
     for _ in range(max_extensions + 1):
         todo = [(label, c) for label, cs in pending.items() for c in sorted(cs)]

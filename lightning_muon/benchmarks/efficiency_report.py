@@ -60,7 +60,9 @@ def _row(
     label: str, jobs: list[tuple], lookup, targets: dict[int, float], steps: int
 ) -> dict[str, Any]:
     """One table row: the runs of ``jobs`` (same configuration, one per seed) against the targets."""
-    runs = lookup(jobs)
+    runs = [run for run in lookup(jobs) if run["seed"] in targets]
+    if not runs:  # none trained yet (a report of a partial cache)
+        return None
     name, lr, _, kwargs = jobs[0]
     per_seed = {}
     for run in runs:
@@ -83,6 +85,7 @@ def _row(
         "fraction": spread(fractions) if fractions else None,
         "reached_seeds": len(fractions),
         "final_val_loss": spread(finals) if all(map(math.isfinite, finals)) else None,
+        "step_time_ms": 1e3 * statistics.median(run["step_time_s"] for run in runs),
     }
 
 
@@ -110,7 +113,9 @@ def summarize(grids, found, plan, lookup, config, step_times=None) -> dict[str, 
     for row in sections["tuned"]:
         if step_times and row["label"] in step_times:
             row["step_time_ms"] = 1e3 * step_times[row["label"]]
-            row["time_ratio"] = step_times[row["label"]] / step_times["adamw"]
+    adamw_ms = next((r["step_time_ms"] for r in sections["tuned"] if r["label"] == "adamw"), None)
+    for row in sections["tuned"]:
+        row["time_ratio"] = row["step_time_ms"] / adamw_ms if adamw_ms else None
     grid_out = {}
     used = [r for section in plan.values() for r in lookup([job for _, job in section])]
     for label, cells in found.items():
