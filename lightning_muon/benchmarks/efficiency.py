@@ -14,8 +14,8 @@ Protocol, identical for every optimizer:
    each optimizer's centre in :data:`GRIDS` until the best cell is bracketed on both axes. AdamW
    (one lr) gets the same search in 1-D. The optimizers of ``--no-grid`` (default: SpectralMuon,
    about twice the step time, and Muon-VS, whose update differs from Muon-NSR's by the missing α
-   only) skip it: Muon-VS takes Muon-NSR's best cell (:data:`BORROWED_CELL`), SpectralMuon is
-   measured at its defaults.
+   only) skip it: Muon-VS takes Muon-NSR's best cell (:data:`BORROWED_CELL`), another optimizer
+   the centre of its grid (unsearched); SpectralMuon is measured at its defaults.
 2. **Seeds**: the best cell of each grid on every seed (the seed sets weights and batch order; the
    validation windows are fixed). AdamW's final loss of each seed is the target of that seed.
 3. **Reference and defaults**: the one-lr Muon + AdamW hybrid (:data:`HYBRID`) on every seed; each
@@ -95,7 +95,6 @@ PROPOSED_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {}
 ADAMUON_ABLATION: dict[str, dict[str, Any]] = {
     "no sign (Muon + Adam)": {"sign_stabilize": False},
     "weight decay 0": {"weight_decay": 0.0},
-    "eps 1e-1": {"eps": 1e-1},
 }
 PRESETS: dict[str, dict[str, Any]] = {
     # 4 layers x 128 wide, 512 tokens/step, 400 steps, 1 thread: ~30 s per run on a 2-core CPU.
@@ -260,10 +259,15 @@ def plan_after_grid(
     adamw_lr = best[BASELINE][1]
     names = [n for n in args.optimizers if n != BASELINE]
     plan: dict[str, list[tuple[str, Job]]] = {"tuned": [], "defaults": [], "ablation": []}
-    for name, lender in BORROWED_CELL.items():
-        if name in args.optimizers and name not in best and lender in best:
+    for name in args.optimizers:  # without a grid: the lender's best cell, or its own centre
+        if name in best or name not in GRIDS or name == "spectral_muon":
+            continue
+        lender = BORROWED_CELL.get(name)
+        if lender in best:
             _, lr, _, kwargs = best[lender]
             best[name] = (name, lr, 0, {**kwargs, "scale": GRIDS[name][3]["scale"]})
+        else:
+            best[name] = Grid(name, *GRIDS[name]).job((0, 0), 0)
     for label, (name, lr, _, kwargs) in best.items():
         plan["tuned"] += [(label, (name, lr, s, kwargs)) for s in seeds]
     if "muon" in args.optimizers:
@@ -291,14 +295,14 @@ def plan_after_grid(
 
 def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]) -> int:
     """Order of the runs after the grid, so that a benchmark cut short has the most useful ones:
-    the second seed of every tuned row, the defaults at AdamW's lr, the ablation, the further
-    seeds, then the defaults at their own lr."""
+    the first seed of every row, the defaults at AdamW's lr, the ablation, the second seed, the
+    further seeds, then the defaults at their own lr."""
     labels = {(section, label) for section, pairs in plan.items() for label, j in pairs if j == job}
     if any(section == "tuned" for section, _ in labels):
-        return 0 if job[2] in seeds[:2] else 3
+        return 0 if job[2] == seeds[0] else 3 if job[2] in seeds[:2] else 4
     if any(label.endswith("AdamW's lr") for _, label in labels):
         return 1
-    return 2 if any(section == "ablation" for section, _ in labels) else 4
+    return 2 if any(section == "ablation" for section, _ in labels) else 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -359,12 +363,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     try:
         found = run_grids(runner, grids, args.seeds[0], args.max_extensions)
+        found = {label: cells for label, cells in found.items() if cells}  # --cached-only: none yet
         plan = plan_after_grid(args, grids, found)
         runner.run(sorted((job for section in plan.values() for _, job in section),
                           key=lambda job: _priority(job, plan, args.seeds)))  # fmt: skip
         tuned = {label: job for label, job in plan["tuned"] if job[2] == args.seeds[0]}
         configs = {label: (n, lr, kw) for label, (n, lr, _, kw) in tuned.items()}
-        timed = args.timing_rounds and not args.cached_only
+        timed = args.timing_rounds > 0  # also with --cached-only: timing trains nothing
         step_times = runner.step_times(configs, args.timing_rounds) if timed else None
     finally:
         runner.close()
@@ -376,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "jobs": args.jobs,
         "threads": args.threads,
         "timing": "interleaved" if timed else "per-run medians",
+        "cached_only": args.cached_only,
         "command": "python -m lightning_muon.benchmarks.efficiency "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "torch": torch.__version__,

@@ -56,12 +56,11 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out = []
     for name in TARGET_OPTIMIZERS:
         x = _frac(tuned.get(name))
-        if name not in tuned:
-            continue
         ok = x is not None and x <= 0.5 and muon is not None and x < muon
+        measured = f"{_pct(x)} ({_spread_pct(tuned[name])})" if name in tuned else "not measured"
         out.append(
             (f"{name}, its own tuned lrs: ≤ 50% of AdamW's steps and below Muon's {_pct(muon)}",
-             f"{_pct(x)} ({_spread_pct(tuned[name])})", ok)
+             measured, ok)
         )  # fmt: skip
     hybrid = _frac(tuned.get("hybrid"))
     for label in ("muon (proposed defaults)", "muon|0.1 defaults"):
@@ -101,7 +100,10 @@ def _spread_pct(row: dict[str, Any]) -> str:
     f = row["fraction"]
     if f is None:
         return "not reached"
-    return f"{100 * f['min']:.0f}–{100 * f['max']:.0f}% over {len(row['seeds'])} seeds"
+    n = len(row["seeds"])
+    if n == 1:
+        return "1 seed"
+    return f"{100 * f['min']:.0f}–{100 * f['max']:.0f}% over {n} seeds"
 
 
 def targets_table(data: dict[str, Any]) -> str:
@@ -183,7 +185,7 @@ def render(data: dict[str, Any], prose: dict[str, str] | None = None) -> str:
         "optimizer gets `adamw_lr_ratio = adamw_lr / lr`), factors of 2, searched from a centre "
         "until the best cell is bracketed on both axes; AdamW the same way in 1-D. The best cell "
         f"is then run on seeds {cfg['seeds']}.\n",
-        "```bash\n" + cfg["command"] + "\n```\n",
+        "```bash\n" + cfg["command"].replace(" --cached-only", "") + "\n```\n",
         f"{data['compute_s'] / 3600:.1f} hours of single-thread training runs on a shared 2-core "
         "CPU (raw results and every curve: `benchmarks/efficiency-cpu.json`; this page is "
         "generated from it by `python -m lightning_muon.benchmarks.efficiency_page`). "

@@ -107,9 +107,8 @@ def summarize(grids, found, plan, lookup, config, step_times=None) -> dict[str, 
         by_label: dict[str, list[tuple]] = {}
         for label, job in pairs:
             by_label.setdefault(label, []).append(job)
-        sections[section] = [
-            _row(lb, jobs, lookup, targets, steps) for lb, jobs in by_label.items()
-        ]
+        rows = [_row(lb, jobs, lookup, targets, steps) for lb, jobs in by_label.items()]
+        sections[section] = [row for row in rows if row is not None]  # None: not trained yet
     for row in sections["tuned"]:
         if step_times and row["label"] in step_times:
             row["step_time_ms"] = 1e3 * step_times[row["label"]]
