@@ -89,8 +89,17 @@ V01_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {
     "muon_vs": (1e-3, {"scale": "moonlight", "adamw_lr_ratio": 1.0}),
     "spectral_muon": (1e-2, {"power": 0.5, "scale": "auto", "adamw_lr_ratio": 0.03}),
 }
-#: The proposed defaults (lr, kwargs), measured with the kwargs passed explicitly.
-PROPOSED_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {}
+#: The proposed defaults (lr, kwargs), measured with the kwargs passed explicitly. The rule: the
+#: orthogonal update's RMS matched to AdamW's (``scale="moonlight"``, or ``"rms"`` where the paper's
+#: update is RMS-normalised) and ``adamw_lr_ratio=1``, so one lr serves both branches; each lr the
+#: best factor-of-2 value of its grid at that ratio (Muon: the one-lr Moonlight hybrid).
+PROPOSED_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {
+    "muon": HYBRID[1:],
+    "normuon": (8e-3, {"scale": "rms", "adamw_lr_ratio": 1.0}),
+    "adamuon": (1.6e-2, {"scale": "rms", "adamw_lr_ratio": 1.0}),
+    "muon_nsr": (1.6e-2, {"scale": "moonlight", "adamw_lr_ratio": 1.0}),
+    "muon_vs": (1.6e-2, {"scale": "moonlight", "adamw_lr_ratio": 1.0}),
+}
 #: One change at a time at AdaMuon's best cell: label → kwargs overriding the grid's.
 ADAMUON_ABLATION: dict[str, dict[str, Any]] = {
     "no sign (Muon + Adam)": {"sign_stabilize": False},
@@ -245,7 +254,7 @@ def run_grids(
             losses[(label, c)] = run["final_val_loss"]
         return losses
 
-    search({label: g.two_d for label, g in grids.items()}, evaluate, max_extensions)
+    search({label: g.search_axes for label, g in grids.items()}, evaluate, max_extensions)
     return found
 
 
@@ -319,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-extensions", type=int, default=6, help="grid extension rounds")
     p.add_argument("--no-grid", nargs="*", default=["spectral_muon", "muon_vs"], choices=OPTIMIZERS,
                    help="optimizers measured without their own grid (see BORROWED_CELL)")  # fmt: skip
+    p.add_argument("--adamw-axis-only", nargs="*", default=[], choices=OPTIMIZERS,
+                   help="search only the AdamW-branch lr of these (the matrix lr at the centre)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=preset["seeds"])
     for name in ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=preset[name])
@@ -357,7 +368,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     runner = Runner(args, args.out.with_suffix(".runs.jsonl"))
     grids = {
-        label: Grid(label, name, lr0, a0, kwargs)
+        label: Grid(
+            label, name, lr0, a0, kwargs, "adamw" if name in args.adamw_axis_only else "both"
+        )
         for label, (name, lr0, a0, kwargs) in GRIDS.items()
         if name in args.optimizers and name not in args.no_grid
     }
@@ -378,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         "max_extensions": args.max_extensions,
         "no_grid": args.no_grid,
+        "adamw_axis_only": args.adamw_axis_only,
         "jobs": args.jobs,
         "threads": args.threads,
         "timing": "interleaved" if timed else "per-run medians",

@@ -15,7 +15,9 @@ Search (the same for every optimizer): evaluate the centre and its four neighbou
 (it sits on the grid's edge there), add that neighbour (``(i ± 1, j)`` or ``(i, j ± 1)``), at most
 ``max_extensions`` rounds. It ends with the best cell bracketed on both axes: all four neighbours
 evaluated and worse. A diverged cell counts as evaluated, so an optimum next to a divergence is
-bracketed. The AdamW baseline has one lr: the same search in 1-D (``(0, 0), (±1, 0)``).
+bracketed. The AdamW baseline has one lr: the same search in 1-D (``(0, 0), (±1, 0)``). A grid
+may also be searched along one axis only (``axes="lr"`` or ``"adamw"``: the other lr stays at
+its centre), a cheaper search when the other axis is known.
 
 Example (the search itself, on a known bowl with its minimum at ``(i, j) = (2, -1)``):
     >>> bowl = lambda i, j: (i - 2) ** 2 + (j + 1) ** 2
@@ -45,10 +47,16 @@ class Grid:
     lr0: float
     adamw_lr0: float | None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    axes: str = "both"
 
     @property
     def two_d(self) -> bool:
         return self.adamw_lr0 is not None
+
+    @property
+    def search_axes(self) -> str:
+        """``"both"``, ``"lr"`` (1-D grids) or ``"adamw"``."""
+        return self.axes if self.two_d else "lr"
 
     def lrs(self, index: Index) -> tuple[float, float | None]:
         """``(lr, adamw_lr)`` of a cell."""
@@ -65,14 +73,20 @@ class Grid:
         return self.optimizer, lr, seed, kwargs
 
 
-def _extensions(cells: dict[Index, float], two_d: bool) -> set[Index]:
+def _sides(index: Index, axes: str | bool) -> list[Index]:
+    i, j = index
+    lr_side, adamw_side = [(i - 1, j), (i + 1, j)], [(i, j - 1), (i, j + 1)]
+    axes = {True: "both", False: "lr"}.get(axes, axes)
+    return {"both": lr_side + adamw_side, "lr": lr_side, "adamw": adamw_side}[axes]
+
+
+def _extensions(cells: dict[Index, float], two_d: bool | str) -> set[Index]:
     """The cells to add: the best cell's neighbours on every side where it has none yet."""
     finite = {c: v for c, v in cells.items() if math.isfinite(v)}
     if not finite:
         return set()
     bi, bj = min(finite, key=finite.get)
-    sides = [(bi - 1, bj), (bi + 1, bj)] + ([(bi, bj - 1), (bi, bj + 1)] if two_d else [])
-    return {c for c in sides if c not in cells}
+    return {c for c in _sides((bi, bj), two_d) if c not in cells}
 
 
 def search(
@@ -80,16 +94,14 @@ def search(
     evaluate: Callable[[list[tuple[str, Index]]], dict[tuple[str, Index], float]],
     max_extensions: int,
 ) -> dict[str, dict[Index, float]]:
-    """Adaptive search on several grids at once (``grids``: label → 2-D?).
+    """Adaptive search on several grids at once (``grids``: label → 2-D?, or the axes to search:
+    ``"both"``, ``"lr"``, ``"adamw"``).
 
     ``evaluate`` gets every pending ``(label, (i, j))`` of a round in one call (so the runs of all
     optimizers can share worker processes) and returns their final losses (``inf``: diverged).
     Returns each grid's evaluated cells."""
-    cross = [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
     cells: dict[str, dict[Index, float]] = {label: {} for label in grids}
-    pending = {
-        label: cross if two_d else [(i, 0) for i in (-1, 0, 1)] for label, two_d in grids.items()
-    }
+    pending = {label: [(0, 0), *_sides((0, 0), axes)] for label, axes in grids.items()}
     for _ in range(max_extensions + 1):
         todo = [(label, c) for label, cs in pending.items() for c in sorted(cs)]
         if not todo:
@@ -105,13 +117,13 @@ def best_cell(cells: dict[Index, float]) -> Index:
     return min(cells, key=lambda c: cells[c] if math.isfinite(cells[c]) else math.inf)
 
 
-def on_edge(cells: dict[Index, float], two_d: bool) -> list[str]:
-    """The sides on which the best cell is not bracketed (empty when the optimum is interior)."""
+def on_edge(cells: dict[Index, float], two_d: bool | str) -> list[str]:
+    """The sides on which the best cell is not bracketed (empty when the optimum is interior).
+
+    Only the searched axes count (``two_d`` as in :func:`search`)."""
     bi, bj = best_cell(cells)
-    sides = [("lr", "low", (bi - 1, bj)), ("lr", "high", (bi + 1, bj))]
-    if two_d:
-        sides += [
-            ("AdamW-branch lr", "low", (bi, bj - 1)),
-            ("AdamW-branch lr", "high", (bi, bj + 1)),
-        ]
-    return [f"{axis} {side}" for axis, side, c in sides if c not in cells]
+    names = {
+        (bi - 1, bj): "lr low", (bi + 1, bj): "lr high",
+        (bi, bj - 1): "AdamW-branch lr low", (bi, bj + 1): "AdamW-branch lr high",
+    }  # fmt: skip
+    return [names[c] for c in _sides((bi, bj), two_d) if c not in cells]

@@ -129,7 +129,8 @@ def summarize(grids, found, plan, lookup, config, step_times=None) -> dict[str, 
         grid_out[label] = {
             "optimizer": grid.optimizer, "kwargs": grid.kwargs, "lr0": grid.lr0,
             "adamw_lr0": grid.adamw_lr0, "cells": rows, "best": list(best_cell(losses)),
-            "unbracketed": on_edge(losses, grid.two_d),
+            "unbracketed": on_edge(losses, grid.search_axes),
+            "axes": grid.search_axes,
         }  # fmt: skip
     return {
         "config": config,

@@ -80,3 +80,9 @@ def test_grid_cells_are_absolute_lrs_turned_into_a_ratio() -> None:
     assert lr * kwargs["adamw_lr_ratio"] == pytest.approx(7.5e-5)
     assert kwargs["scale"] == "keller"
     assert Grid("adamw", "adamw", 2e-3, None).job((-1, 0), 0) == ("adamw", 1e-3, 0, {})
+
+
+def test_an_adamw_axis_search_keeps_the_matrix_lr_at_the_centre() -> None:
+    cells = search({"x": "adamw"}, _evaluator(_bowl((2, -2)), []), max_extensions=5)["x"]
+    assert {i for i, _ in cells} == {0} and best_cell(cells) == (0, -2)
+    assert on_edge(cells, "adamw") == [] and on_edge(cells, "both") == ["lr low", "lr high"]
