@@ -92,8 +92,10 @@ def _run(payload: tuple[Job, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_key(name: str, lr: float, seed: int, kwargs: dict[str, Any]) -> tuple[str, str, int, str]:
-    """The identity of a run in the cache."""
-    return name, repr(float(lr)), seed, json.dumps(kwargs, sort_keys=True)
+    """The identity of a run in the cache (floats to 10 significant digits, so that a grid's
+    ``3e-4 / 0.02`` and a literal ``0.015`` are the same run)."""
+    norm = {k: float(f"{v:.10g}") if isinstance(v, float) else v for k, v in kwargs.items()}
+    return name, f"{float(lr):.10g}", seed, json.dumps(norm, sort_keys=True)
 
 
 class Runner:
@@ -248,14 +250,27 @@ def plan_after_grid(
 
 def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]) -> int:
     """Order of the runs after the grid, so that a benchmark cut short has the most useful ones:
-    the first seed of every row, the defaults at AdamW's lr, the ablation, the second seed, the
-    further seeds, then the defaults at their own lr."""
-    labels = {(section, label) for section, pairs in plan.items() for label, j in pairs if j == job}
-    if any(section == "tuned" for section, _ in labels):
-        return 0 if job[2] == seeds[0] else 3 if job[2] in seeds[:2] else 4
-    if any(label.endswith("AdamW's lr") for _, label in labels):
-        return 1
-    return 2 if any(section == "ablation" for section, _ in labels) else 5
+    the first seed of every tuned row (borrowed cells last), Muon's proposed defaults at AdamW's
+    lr, the first ablation change, the other defaults at AdamW's lr, the other ablation changes,
+    the second seed, the further seeds, then the defaults at their own lr."""
+    first_change = next(iter(ADAMUON_ABLATION), None)
+    ranks = []
+    for section, pairs in plan.items():
+        for label, j in pairs:
+            if j != job:
+                continue
+            if section == "tuned":
+                if job[2] == seeds[0]:
+                    ranks.append(4 if label in BORROWED_CELL else 0)
+                else:
+                    ranks.append(6 if job[2] in seeds[:2] else 7)
+            elif section == "ablation":
+                ranks.append(2 if label in (first_change, "grid's best") else 5)
+            elif label == "muon|proposed defaults, AdamW's lr":
+                ranks.append(1)
+            else:
+                ranks.append(3 if label.endswith("AdamW's lr") else 8)
+    return min(ranks)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
