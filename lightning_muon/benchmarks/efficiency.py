@@ -251,8 +251,9 @@ def plan_after_grid(
 def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]) -> int:
     """Order of the runs after the grid, so that a benchmark cut short has the most useful ones:
     the first seed of every tuned row (borrowed cells last), Muon's proposed defaults at AdamW's
-    lr, the first ablation change, the other defaults at AdamW's lr, the other ablation changes,
-    the second seed, the further seeds, then the defaults at their own lr."""
+    lr, the first ablation change, the second seed of AdamW and Muon-NSR (a first look at the
+    spread over seeds), the other proposed defaults at AdamW's lr, the other ablation changes and
+    the 0.1 defaults at AdamW's lr, the second seed of the others, the further seeds, then the defaults at their own lr."""
     first_change = next(iter(ADAMUON_ABLATION), None)
     ranks = []
     for section, pairs in plan.items():
@@ -262,14 +263,22 @@ def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]
             if section == "tuned":
                 if job[2] == seeds[0]:
                     ranks.append(4 if label in BORROWED_CELL else 0)
+                elif job[2] in seeds[:2]:
+                    ranks.append(3 if label in ("adamw", "muon_nsr") else 6)
                 else:
-                    ranks.append(6 if job[2] in seeds[:2] else 7)
+                    ranks.append(7)
             elif section == "ablation":
                 ranks.append(2 if label in (first_change, "grid's best") else 5)
             elif label == "muon|proposed defaults, AdamW's lr":
                 ranks.append(1)
             else:
-                ranks.append(3 if label.endswith("AdamW's lr") else 8)
+                ranks.append(
+                    3
+                    if label.endswith("proposed defaults, AdamW's lr")
+                    else 5
+                    if label.endswith("AdamW's lr")
+                    else 8
+                )
     return min(ranks)
 
 
