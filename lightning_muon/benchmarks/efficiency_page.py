@@ -184,7 +184,11 @@ def render(data: dict[str, Any], prose: dict[str, str] | None = None) -> str:
         "CPU (raw results and every curve: `benchmarks/efficiency-cpu.json`; this page is "
         "generated from it by `python -m lightning_muon.benchmarks.efficiency_page`). "
         "`--preset gpu` is the larger setting (12 × 768, 16k tokens/step, 1000 steps, bf16) for "
-        "a GPU, with the same grid and seeds; it has not been run for this page.\n",
+        "a GPU, with the same grid and seeds; it has not been run for this page:\n",
+        "```bash\npython -m lightning_muon.benchmarks.efficiency --preset gpu --no-grid "
+        "--out runs/efficiency/gpu.json\n```\n",
+        "(`--no-grid` with no names gives every optimizer its own grid; by default Muon-VS takes "
+        "Muon-NSR's cell and SpectralMuon runs at its defaults only.)\n",
     ]
     if prose.get("intro"):
         parts.append(prose["intro"] + "\n")

@@ -154,10 +154,26 @@ def defaults(data: dict[str, Any]) -> str:
             lines.append(f"- {name}: " + "; ".join(parts) + " of AdamW's steps.")
     if adamw_final is not None:
         lines += ["", f"AdamW's tuned final loss: {adamw_final:.3f}."]
+    at = []
+    for name in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs"):
+        old, new = (
+            d.get(f"{name}|0.1 defaults, AdamW's lr"),
+            d.get(f"{name}|proposed defaults, AdamW's lr"),
+        )
+        if new is not None:
+            at.append(f"{name} {_final(new):.3f} ({_pct(_f(new))})")
+        if old is not None and (new is None or old["kwargs"] != new["kwargs"]):
+            at.append(f"{name} with its 0.1 defaults {_final(old):.3f} ({_pct(_f(old))})")
+    if at:
+        lines += [
+            "",
+            f"At AdamW's tuned lr ({tuned['adamw']['lr']:.3g}), defaults otherwise: "
+            + "; ".join(at)
+            + f", against AdamW's {adamw_final:.3f}.",
+        ]
     lines += [
         "",
-        "The papers' own settings stay available as explicit arguments (the defaults changed "
-        "because, at this scale, they lose to the rule above):",
+        "The papers' own settings stay available as explicit arguments:",
         "",
         "| optimizer | setting | arguments |",
         "|---|---|---|",
@@ -184,6 +200,19 @@ def ablation(data: dict[str, Any]) -> str:
     tuned = _rows(data, "table")
     normuon = tuned.get("normuon")
     text = "From AdaMuon's best cell: " + "; ".join(out) + "." if out else ""
+    grid = data["grids"].get("adamuon")
+    if grid is not None:
+        cells = {(c["i"], c["j"]): c for c in grid["cells"]}
+        bi, bj = grid["best"]
+        coupled = cells.get((bi, 0))
+        best = cells[(bi, bj)]
+        if coupled is not None and (bi, bj) != (bi, 0):
+            text += (
+                f" **The lr coupling** (the grid): with the AdamW branch at the matrix lr "
+                f"({coupled['lr']:.3g}, `adamw_lr_ratio=1`) AdaMuon ends at "
+                f"{coupled['final_val_loss']:.3f}; at {best['adamw_lr']:.3g} "
+                f"(ratio {best['adamw_lr'] / best['lr']:.3g}) at {best['final_val_loss']:.3f}."
+            )
     if normuon is not None:
         text += (
             f" NorMuon, which normalises per neuron instead of elementwise and has no sign step, "

@@ -114,3 +114,12 @@ def test_benchmark_end_to_end(tmp_path) -> None:
     again = efficiency.main(argv)["table"]
     strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k} for r in rows]  # noqa: E731
     assert strip(again) == strip(summary["table"])
+
+
+def test_the_gpu_preset_runs_the_same_protocol_on_a_larger_model() -> None:
+    args = efficiency.parse_args(["--preset", "gpu", "--device", "cpu", "--no-grid", "--out", "x"])
+    assert (args.n_layer, args.n_embd, args.steps, args.seeds) == (12, 768, 1000, [0, 1, 2])
+    assert args.no_grid == [] and args.bf16 and args.max_extensions >= 1
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(SystemExit):
+            efficiency.parse_args(["--preset", "gpu", "--out", "x"])
