@@ -106,7 +106,26 @@ def intro(data: dict[str, Any]) -> str:
     lines.append(f"All {len(seeds)} seeds: {', '.join(full) or 'none'}")
     if partial:
         lines.append(f"; fewer seeds (count): {', '.join(partial)}")
-    return "".join(lines) + "."
+    lines.append(".")
+    spread = seed_spread(data)
+    if spread is not None:
+        multi = [r["label"] for r in data["table"] if len(r["seeds"]) > 1]
+        lines.append(
+            f" **Seed noise:** the final loss of one configuration moves by up to {spread:.3f} "
+            f"between seeds (rows run on several seeds: {', '.join(multi)}), so differences "
+            "smaller than that between one-seed cells are not resolved by this run."
+        )
+    return "".join(lines)
+
+
+def seed_spread(data: dict[str, Any]) -> float | None:
+    """The largest max–min of the final loss over seeds among the rows run on several seeds."""
+    spreads = [
+        r["final_val_loss"]["max"] - r["final_val_loss"]["min"]
+        for r in data["table"]
+        if len(r["seeds"]) > 1 and r["final_val_loss"] is not None
+    ]
+    return max(spreads) if spreads else None
 
 
 def _median_wall(data: dict[str, Any]) -> float:
@@ -200,6 +219,24 @@ def ablation(data: dict[str, Any]) -> str:
     tuned = _rows(data, "table")
     normuon = tuned.get("normuon")
     text = "From AdaMuon's best cell: " + "; ".join(out) + "." if out else ""
+    no_sign = rows.get("no sign (Muon + Adam)")
+    spread = seed_spread(data)
+    if no_sign is not None and _final(no_sign) is not None and spread is not None:
+        gain = _final(base) - _final(no_sign)
+        resolved = "more" if gain > spread else "less"
+        changes = [
+            _final(base) - _final(r)
+            for k, r in rows.items()
+            if k != "grid's best" and _final(r) is not None
+        ]
+        largest = "the largest single effect measured" if gain >= max(changes) else "one effect"
+        text += (
+            f" **Sign stabilisation** is {largest}: dropping it "
+            f"{'gains' if gain > 0 else 'loses'} {abs(gain):.3f}, {resolved} than the seed spread "
+            f"({spread:.3f}). A plausible reading: at width {data['config']['model']['n_embd']} "
+            "the sign step throws away the momentum's magnitudes before Newton–Schulz, and the "
+            "elementwise second moment of the orthogonalised sign cannot restore them."
+        )
     grid = data["grids"].get("adamuon")
     if grid is not None:
         cells = {(c["i"], c["j"]): c for c in grid["cells"]}
