@@ -217,7 +217,7 @@ def render(data: dict[str, Any], prose: dict[str, str] | None = None) -> str:
         adamw_branch_table(data),
         "## The grids\n",
         f"Final validation loss, seed {first}; rows: matrix lr, columns: AdamW-branch lr; the best "
-        "cell in bold; an empty cell was not needed to bracket the optimum.\n",
+        "cell in bold; an empty cell was not run.\n",
     ]
     for label, grid in data["grids"].items():
         note = f" (kwargs {json.dumps(grid['kwargs'])})" if grid["kwargs"] else ""
