@@ -8,16 +8,26 @@ validation loss (see :mod:`lightning_muon.benchmarks.efficiency_report`).
 
 Protocol, identical for every optimizer:
 
-1. **Sweep** on the first seed: lr = (the constructor's default lr, torch's 1e-3 for AdamW) ×
-   each of ``--lr-multipliers`` (default ½, 1, 2). If the best lr is at an edge of the grid, the
-   grid is extended past that edge by the same factor, at most ``--max-extensions`` times, so every
-   optimizer ends with an interior optimum when one exists.
-2. **Choose** the lr with the lowest final validation loss.
-3. **Repeat** the chosen lr on the other seeds (the seed sets weights and batch order; the
+1. **Grid** on the first seed: the adaptive 2-D search of
+   :mod:`~lightning_muon.benchmarks.efficiency_grid` over the matrix lr and the AdamW-branch lr
+   (an absolute lr; the optimizer gets ``adamw_lr_ratio = adamw_lr / lr``), factors of 2, from
+   each optimizer's centre in :data:`GRIDS` until the best cell is bracketed on both axes. AdamW
+   (one lr) gets the same search in 1-D. The optimizers of ``--no-grid`` (default: SpectralMuon,
+   about twice the step time, and Muon-VS, whose update differs from Muon-NSR's by the missing α
+   only) skip it: Muon-VS takes Muon-NSR's best cell (:data:`BORROWED_CELL`), another optimizer
+   the centre of its grid (unsearched); SpectralMuon is measured at its defaults.
+2. **Seeds**: the best cell of each grid on every seed (the seed sets weights and batch order; the
    validation windows are fixed). AdamW's final loss of each seed is the target of that seed.
+3. **Reference and defaults**: the one-lr Muon + AdamW hybrid (:data:`HYBRID`) on every seed; each
+   optimizer at its 0.1 defaults (:data:`V01_DEFAULTS`) at its own default lr and at AdamW's tuned
+   lr; the defaults of :data:`PROPOSED_DEFAULTS` (passed explicitly) on every seed and at AdamW's
+   tuned lr.
+4. **Ablation**: AdaMuon's best cell with one setting changed at a time (:data:`ADAMUON_ABLATION`).
 
 Outputs ``--out`` (JSON with every run's curves), the same name with ``.md`` (tables) and ``.png``
-(loss curves), and ``.runs.jsonl`` (a cache: rerunning the same command reuses finished runs).
+(loss curves), and ``.runs.jsonl`` (a cache: rerunning the same command reuses finished runs, so
+an interrupted benchmark resumes). The documentation page is generated from the JSON by
+:mod:`~lightning_muon.benchmarks.efficiency_page`.
 
 Example (a smoke run; the defaults are the documented 400-step CPU setting)::
 
@@ -30,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import time
 from collections.abc import Iterable
@@ -42,40 +50,28 @@ from typing import Any
 
 import torch
 
-from .efficiency_report import markdown_report, plot_curves, spread, steps_to_reach
+from .efficiency_config import (
+    ADAMUON_ABLATION,
+    BORROWED_CELL,
+    GRIDS,
+    HYBRID,
+    OPTIMIZERS,
+    PRESETS,
+    PROPOSED_DEFAULTS,
+    V01_DEFAULTS,
+)
+from .efficiency_grid import Grid, best_cell, search
+from .efficiency_report import markdown_report, plot_curves, plot_inputs, summarize
 from .lm_training import (
     BASELINE,
     BenchData,
     ModelSpec,
     TrainSpec,
-    default_lr,
     interleaved_step_times,
     train_run,
 )
 
-OPTIMIZERS = ("adamw", "muon", "normuon", "adamuon", "muon_nsr", "muon_vs", "spectral_muon")
-PRESETS: dict[str, dict[str, Any]] = {
-    # 4 layers x 128 wide, 512 tokens/step, 400 steps, 1 thread: ~30 s per run on a 2-core CPU.
-    "cpu": dict(
-        n_layer=4, n_embd=128, n_head=4, block_size=128, steps=400, batch_size=4,
-        warmup_steps=20, eval_every=20, val_windows=64, max_bytes=4_000_000, seeds=[0, 1],
-        device="cpu", bf16=False,
-    ),
-    # The same with 1024 tokens/step (the recipes/litgpt/tiny setting): about twice the time.
-    "cpu-long": dict(
-        n_layer=4, n_embd=128, n_head=4, block_size=128, steps=400, batch_size=8,
-        warmup_steps=20, eval_every=20, val_windows=64, max_bytes=4_000_000, seeds=[0, 1],
-        device="cpu", bf16=False,
-    ),
-    # GPT-2-small class (12 x 768, context 1024), 16k tokens/step, 1000 steps (1.4 passes over
-    # the 12 MB standard library), bf16 autocast.
-    "gpu": dict(
-        n_layer=12, n_embd=768, n_head=12, block_size=1024, steps=1000, batch_size=16,
-        warmup_steps=100, eval_every=50, val_windows=256, max_bytes=None, seeds=[0, 1, 2],
-        device="cuda", bf16=True,
-    ),
-}  # fmt: skip
-
+Job = tuple[str, float, int, dict[str, Any]]
 _DATA: BenchData | None = None
 
 
@@ -85,14 +81,21 @@ def _init_worker(threads: int, data_kwargs: dict[str, Any]) -> None:
     _DATA = BenchData.load(**data_kwargs)
 
 
-def _run(job: tuple[str, float, int, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
-    name, lr, seed, model_kwargs, train_kwargs = job
+def _run(payload: tuple[Job, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    (name, lr, seed, kwargs), model_kwargs, train_kwargs = payload
     assert _DATA is not None
     t0 = time.perf_counter()
-    result = train_run(name, lr, seed, ModelSpec(**model_kwargs), TrainSpec(**train_kwargs), _DATA)
-    out = result.to_dict()
+    spec = (ModelSpec(**model_kwargs), TrainSpec(**train_kwargs), _DATA)
+    out = train_run(name, lr, seed, *spec, kwargs=kwargs).to_dict()
     out["wall_s"] = time.perf_counter() - t0
     return out
+
+
+def run_key(name: str, lr: float, seed: int, kwargs: dict[str, Any]) -> tuple[str, str, int, str]:
+    """The identity of a run in the cache (floats to 10 significant digits, so that a grid's
+    ``3e-4 / 0.02`` and a literal ``0.015`` are the same run)."""
+    norm = {k: float(f"{v:.10g}") if isinstance(v, float) else v for k, v in kwargs.items()}
+    return name, f"{float(lr):.10g}", seed, json.dumps(norm, sort_keys=True)
 
 
 class Runner:
@@ -121,137 +124,162 @@ class Runner:
         }
         self.cache = cache
         self.threads = args.threads
-        self.done: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.cached_only = args.cached_only
+        self.done: dict[tuple[str, str, int, str], dict[str, Any]] = {}
         if cache.exists():
             for line in cache.read_text().splitlines():
                 entry = json.loads(line)
                 if entry["key"] == self.key:
                     run = entry["run"]
-                    self.done[(run["optimizer"], repr(run["lr"]), run["seed"])] = run
+                    self.done[run_key(run["optimizer"], run["lr"], run["seed"], run["kwargs"])] = (
+                        run
+                    )
+        context = torch.multiprocessing.get_context("spawn")
         self.pool = (
             ProcessPoolExecutor(
-                args.jobs,
-                mp_context=torch.multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                args.jobs, mp_context=context, initializer=_init_worker,
                 initargs=(args.threads, self.data_kwargs),
             )
             if args.jobs > 1
             else None
-        )
+        )  # fmt: skip
         if self.pool is None:
             _init_worker(args.threads, self.data_kwargs)
 
-    def run(self, jobs: Iterable[tuple[str, float, int]]) -> list[dict[str, Any]]:
-        """Results of ``(optimizer, lr, seed)`` jobs, in order (cached ones are not rerun)."""
+    def run(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
+        """Results of ``(optimizer, lr, seed, kwargs)`` jobs, in order (cached ones are not rerun).
+
+        With ``--cached-only`` nothing is trained and jobs not in the cache are left out."""
         jobs = list(jobs)
-        todo = [j for j in jobs if (j[0], repr(j[1]), j[2]) not in self.done]
-        payload = [(*j, self.model_kwargs, self.train_kwargs) for j in todo]
+        if self.cached_only:
+            return [self.done[run_key(*j)] for j in jobs if run_key(*j) in self.done]
+        todo = list({run_key(*j): j for j in jobs if run_key(*j) not in self.done}.values())
+        payload = [(j, self.model_kwargs, self.train_kwargs) for j in todo]
         results = self.pool.map(_run, payload) if self.pool else map(_run, payload)
         for run in results:
-            self.done[(run["optimizer"], repr(run["lr"]), run["seed"])] = run
+            self.done[run_key(run["optimizer"], run["lr"], run["seed"], run["kwargs"])] = run
             with self.cache.open("a") as fh:
                 fh.write(json.dumps({"key": self.key, "run": run}) + "\n")
+            extra = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in run["kwargs"].items())  # fmt: skip
             print(
                 f"[{time.strftime('%H:%M:%S')}] {run['optimizer']:>13} lr={run['lr']:<8.3g} "
-                f"seed={run['seed']} final val {run['final_val_loss']:.4f}  "
+                f"seed={run['seed']} {extra}  final val {run['final_val_loss']:.4f}  "
                 f"{1e3 * run['step_time_s']:.0f} ms/step  {run['wall_s']:.0f} s",
                 flush=True,
             )
-        return [self.done[(j[0], repr(j[1]), j[2])] for j in jobs]
+        return [self.done[run_key(*j)] for j in jobs]
 
-    def step_times(self, lrs: dict[str, float], rounds: int) -> dict[str, float]:
-        """Interleaved step times of the chosen configurations, measured in this process."""
-        global _DATA
+    def step_times(
+        self, configs: dict[str, tuple[str, float, dict[str, Any]]], rounds: int
+    ) -> dict[str, float]:
+        """Interleaved step times of ``configs`` (label → (optimizer, lr, kwargs)), in this process."""
         if _DATA is None:
             _init_worker(self.threads, self.data_kwargs)
         assert _DATA is not None
-        return interleaved_step_times(
-            lrs, ModelSpec(**self.model_kwargs), TrainSpec(**self.train_kwargs), _DATA, rounds
-        )
+        spec = (ModelSpec(**self.model_kwargs), TrainSpec(**self.train_kwargs), _DATA)
+        return interleaved_step_times(configs, *spec, rounds)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
 
 
-def sweep(
-    runner: Runner, names: list[str], multipliers: list[float], seed: int, max_extensions: int
-) -> dict[str, list[dict[str, Any]]]:
-    """The lr sweep on ``seed``, extending the grid past an edge that holds the best lr."""
-    grids = {n: sorted(default_lr(n) * m for m in multipliers) for n in names}
-    up = multipliers[-1] / multipliers[-2] if len(multipliers) > 1 else 2.0
-    down = multipliers[1] / multipliers[0] if len(multipliers) > 1 else 2.0
-    results = {n: [] for n in names}
-    pending = {n: list(g) for n, g in grids.items()}
-    for _ in range(max_extensions + 1):
-        jobs = [(n, lr, seed) for n in names for lr in pending[n]]
-        if not jobs:
-            break
-        for run in runner.run(jobs):
-            results[run["optimizer"]].append(run)
-        pending = {n: [] for n in names}
-        for n in names:
-            runs = sorted(results[n], key=lambda r: r["lr"])
-            best = min(runs, key=lambda r: r["final_val_loss"])
-            if not math.isfinite(best["final_val_loss"]):
-                continue
-            if best is runs[-1]:
-                pending[n] = [runs[-1]["lr"] * up]
-            elif best is runs[0]:
-                pending[n] = [runs[0]["lr"] / down]
-    return results
+def run_grids(
+    runner: Runner, grids: dict[str, Grid], seed: int, max_extensions: int
+) -> dict[str, dict]:
+    """The adaptive search on every grid at once; returns label → {(i, j): run}."""
+    found: dict[str, dict] = {label: {} for label in grids}
+
+    def evaluate(todo):
+        keys = {run_key(*grids[label].job(c, seed)): (label, c) for label, c in todo}
+        losses = {}
+        for run in runner.run(grids[label].job(c, seed) for label, c in todo):
+            label, c = keys[run_key(run["optimizer"], run["lr"], run["seed"], run["kwargs"])]
+            found[label][c] = run  # with --cached-only, the cells not trained yet are missing
+            losses[(label, c)] = run["final_val_loss"]
+        return losses
+
+    search({label: g.search_axes for label, g in grids.items()}, evaluate, max_extensions)
+    return found
 
 
-def summarize(
-    sweeps: dict[str, list[dict[str, Any]]],
-    runs: list[dict[str, Any]],
-    config: dict[str, Any],
-    step_times: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """The main table: per optimizer, the chosen lr's metric, final loss and step time over seeds.
-
-    ``step_times`` (seconds, interleaved measurement) replaces the per-run median step times,
-    which were measured at different moments of a possibly shared machine."""
-    seeds, steps = config["seeds"], config["train"]["steps"]
-    chosen = {n: min(rs, key=lambda r: r["final_val_loss"])["lr"] for n, rs in sweeps.items()}
-    by = {(r["optimizer"], r["lr"], r["seed"]): r for r in runs}
-    targets = {s: by[(BASELINE, chosen[BASELINE], s)]["final_val_loss"] for s in seeds}
-    times = step_times or {
-        n: statistics.median(by[(n, lr, s)]["step_time_s"] for s in seeds)
-        for n, lr in chosen.items()
-    }
-    table = []
-    for name, lr in chosen.items():
-        mine = [by[(name, lr, s)] for s in seeds]
-        reached = [
-            steps_to_reach(r["eval_steps"], r["val_losses"], targets[r["seed"]])
-            for r in mine
-            if not r["diverged"]
+def plan_after_grid(
+    args: argparse.Namespace, grids: dict[str, Grid], found: dict[str, dict]
+) -> dict[str, list[tuple[str, Job]]]:
+    """Every run after the grid, by section: (row label, job)."""
+    seeds = args.seeds
+    best = {label: grids[label].job(best_cell({c: r["final_val_loss"] for c, r in cells.items()}), 0)
+            for label, cells in found.items()}  # fmt: skip
+    adamw_lr = best[BASELINE][1]
+    names = [n for n in args.optimizers if n != BASELINE]
+    plan: dict[str, list[tuple[str, Job]]] = {"tuned": [], "defaults": [], "ablation": []}
+    for name in args.optimizers:  # without a grid: the lender's best cell, or its own centre
+        if name in best or name not in GRIDS or name == "spectral_muon":
+            continue
+        lender = BORROWED_CELL.get(name)
+        if lender in best:
+            _, lr, _, kwargs = best[lender]
+            best[name] = (name, lr, 0, {**kwargs, "scale": GRIDS[name][3]["scale"]})
+        else:
+            best[name] = Grid(name, *GRIDS[name]).job((0, 0), 0)
+    for label, (name, lr, _, kwargs) in best.items():
+        plan["tuned"] += [(label, (name, lr, s, kwargs)) for s in seeds]
+    if "muon" in args.optimizers:
+        plan["tuned"] += [("hybrid", (HYBRID[0], HYBRID[1], s, HYBRID[2])) for s in seeds]
+    for name in names:
+        lr, kwargs = V01_DEFAULTS[name]
+        plan["defaults"] += [
+            (f"{name}|0.1 defaults", (name, lr, seeds[0], kwargs)),
+            (f"{name}|0.1 defaults, AdamW's lr", (name, adamw_lr, seeds[0], kwargs)),
         ]
-        reached = [x / steps for x in reached if x is not None]
-        finals = [r["final_val_loss"] for r in mine]
-        time_s = times[name]
-        table.append(
-            {
-                "optimizer": name,
-                "lr": lr,
-                "fraction": spread(reached) if reached else None,
-                "reached_seeds": len(reached),
-                "final_val_loss": spread(finals),
-                "step_time_ms": 1e3 * time_s,
-                "time_ratio": time_s / times[BASELINE],
-            }
-        )
-    return {
-        "config": config,
-        "targets": targets,
-        "target_mean": statistics.fmean(targets.values()),
-        "table": table,
-        "sweep": {
-            n: [{"lr": r["lr"], "final_val_loss": r["final_val_loss"]} for r in rs]
-            for n, rs in sweeps.items()
-        },
-    }
+        if name in PROPOSED_DEFAULTS:
+            lr, kwargs = PROPOSED_DEFAULTS[name]
+            plan["tuned"] += [(f"{name} (proposed defaults)", (name, lr, s, kwargs)) for s in seeds]
+            plan["defaults"].append(
+                (f"{name}|proposed defaults, AdamW's lr", (name, adamw_lr, seeds[0], kwargs))
+            )
+    if "adamuon" in best and args.ablation:
+        name, lr, _, kwargs = best["adamuon"]
+        plan["ablation"] = [("grid's best", (name, lr, seeds[0], kwargs))] + [
+            (label, (name, lr, seeds[0], {**kwargs, **change}))
+            for label, change in ADAMUON_ABLATION.items()
+        ]
+    return plan
+
+
+def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]) -> int:
+    """Order of the runs after the grid, so that a benchmark cut short has the most useful ones:
+    the first seed of every tuned row (borrowed cells last), Muon's proposed defaults at AdamW's
+    lr, the first ablation change, the second seed of AdamW and Muon-NSR (a first look at the
+    spread over seeds), the other proposed defaults at AdamW's lr, the other ablation changes and
+    the 0.1 defaults at AdamW's lr, the second seed of the others, the further seeds, then the defaults at their own lr."""
+    first_change = next(iter(ADAMUON_ABLATION), None)
+    ranks = []
+    for section, pairs in plan.items():
+        for label, j in pairs:
+            if j != job:
+                continue
+            if section == "tuned":
+                if job[2] == seeds[0]:
+                    ranks.append(4 if label in BORROWED_CELL else 0)
+                elif job[2] in seeds[:2]:
+                    ranks.append(3 if label in ("adamw", "muon_nsr") else 6)
+                else:
+                    ranks.append(7)
+            elif section == "ablation":
+                ranks.append(2 if label in (first_change, "grid's best") else 5)
+            elif label == "muon|proposed defaults, AdamW's lr":
+                ranks.append(1)
+            else:
+                ranks.append(
+                    3
+                    if label.endswith("proposed defaults, AdamW's lr")
+                    else 5
+                    if label.endswith("AdamW's lr")
+                    else 8
+                )
+    return min(ranks)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -265,8 +293,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON output; .md and .png beside it")
     p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
-    p.add_argument("--lr-multipliers", nargs="+", type=float, default=[0.5, 1.0, 2.0])
-    p.add_argument("--max-extensions", type=int, default=4)
+    p.add_argument("--max-extensions", type=int, default=6, help="grid extension rounds")
+    p.add_argument("--no-grid", nargs="*", default=["spectral_muon", "muon_vs"], choices=OPTIMIZERS,
+                   help="optimizers measured without their own grid (see BORROWED_CELL)")  # fmt: skip
+    p.add_argument("--adamw-axis-only", nargs="*", default=[], choices=OPTIMIZERS,
+                   help="search only the AdamW-branch lr of these (the matrix lr at the centre)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=preset["seeds"])
     for name in ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=preset[name])
@@ -276,15 +307,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="folder of text files (default: the stdlib)")
     p.add_argument("--device", default=preset["device"])
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=preset["bf16"])
+    p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the AdaMuon ablation")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads per process (1: see the docs)"
-    )
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: report the runs already in the cache")  # fmt: skip
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument(
         "--timing-rounds",
         type=int,
         default=7,
-        help="interleaved timing rounds of the chosen configurations (0: use per-run medians)",
+        help="interleaved timing rounds of the tuned configurations (0: use per-run medians)",
     )
     args = p.parse_args(argv)
     if BASELINE not in args.optimizers:
@@ -302,33 +335,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runner = Runner(args, args.out.with_suffix(".runs.jsonl"))
-    try:
-        sweeps = sweep(
-            runner, args.optimizers, args.lr_multipliers, args.seeds[0], args.max_extensions
+    grids = {
+        label: Grid(
+            label, name, lr0, a0, kwargs, "adamw" if name in args.adamw_axis_only else "both"
         )
-        chosen = {n: min(rs, key=lambda r: r["final_val_loss"])["lr"] for n, rs in sweeps.items()}
-        repeats = runner.run((n, lr, s) for s in args.seeds[1:] for n, lr in chosen.items())
-        step_times = runner.step_times(chosen, args.timing_rounds) if args.timing_rounds else None
+        for label, (name, lr0, a0, kwargs) in GRIDS.items()
+        if name in args.optimizers and name not in args.no_grid
+    }
+    try:
+        found = run_grids(runner, grids, args.seeds[0], args.max_extensions)
+        found = {label: cells for label, cells in found.items() if cells}  # --cached-only: none yet
+        plan = plan_after_grid(args, grids, found)
+        runner.run(sorted((job for section in plan.values() for _, job in section),
+                          key=lambda job: _priority(job, plan, args.seeds)))  # fmt: skip
+        tuned = {label: job for label, job in plan["tuned"] if job[2] == args.seeds[0]}
+        configs = {label: (n, lr, kw) for label, (n, lr, _, kw) in tuned.items()}
+        timed = args.timing_rounds > 0  # also with --cached-only: timing trains nothing
+        step_times = runner.step_times(configs, args.timing_rounds) if timed else None
     finally:
         runner.close()
-    runs = [r for rs in sweeps.values() for r in rs] + repeats
     config = {
         **runner.key,
         "seeds": args.seeds,
-        "lr_multipliers": args.lr_multipliers,
         "max_extensions": args.max_extensions,
+        "no_grid": args.no_grid,
+        "adamw_axis_only": args.adamw_axis_only,
         "jobs": args.jobs,
         "threads": args.threads,
-        "timing": "interleaved" if args.timing_rounds else "per-run medians",
-        "command": "python -m lightning_muon.benchmarks.efficiency " + " ".join(sys.argv[1:]),
+        "timing": "interleaved" if timed else "per-run medians",
+        "cached_only": args.cached_only,
+        "command": "python -m lightning_muon.benchmarks.efficiency "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "torch": torch.__version__,
     }
-    summary = summarize(sweeps, runs, config, step_times)
+    summary = summarize(grids, found, plan, runner.run, config, step_times)
+    runs = list({run_key(r["optimizer"], r["lr"], r["seed"], r["kwargs"]): r
+                 for r in summary.pop("_runs")}.values())  # fmt: skip
     summary["elapsed_s"] = time.perf_counter() - t0
     summary["compute_s"] = sum(r["wall_s"] for r in runs)  # cached runs included
     args.out.write_text(json.dumps({**summary, "runs": runs}, indent=1))
     args.out.with_suffix(".md").write_text(markdown_report(summary))
-    plot_curves(summary, runs, args.out.with_suffix(".png"))
+    plot_curves(*plot_inputs(summary, runs), args.out.with_suffix(".png"))
     print(markdown_report(summary))
     print(
         f"elapsed {summary['elapsed_s'] / 60:.1f} min (training runs, cached ones included: "

@@ -56,50 +56,210 @@ def _fmt_spread(s: dict[str, float] | None, pct: bool = False, digits: int = 3) 
     return f"{mean:.{d}f}{unit} [{lo:.{d}f}–{hi:.{d}f}]"
 
 
-def markdown_report(summary: dict[str, Any]) -> str:
-    """The results tables (main table, then the lr sweep) in GitHub-flavoured markdown."""
+def _row(
+    label: str, jobs: list[tuple], lookup, targets: dict[int, float], steps: int
+) -> dict[str, Any]:
+    """One table row: the runs of ``jobs`` (same configuration, one per seed) against the targets."""
+    runs = [run for run in lookup(jobs) if run["seed"] in targets]
+    if not runs:  # none trained yet (a report of a partial cache)
+        return None
+    name, lr, _, kwargs = jobs[0]
+    per_seed = {}
+    for run in runs:
+        reached = None
+        if not run["diverged"]:
+            at = steps_to_reach(run["eval_steps"], run["val_losses"], targets[run["seed"]])
+            reached = None if at is None else at / steps
+        per_seed[run["seed"]] = {"final_val_loss": run["final_val_loss"], "fraction": reached}
+    fractions = [v["fraction"] for v in per_seed.values() if v["fraction"] is not None]
+    finals = [v["final_val_loss"] for v in per_seed.values()]
+    ratio = kwargs.get("adamw_lr_ratio")
+    return {
+        "label": label,
+        "optimizer": name,
+        "lr": lr,
+        "adamw_lr": None if ratio is None else lr * ratio,
+        "kwargs": kwargs,
+        "seeds": sorted(per_seed),
+        "per_seed": per_seed,
+        "fraction": spread(fractions) if fractions else None,
+        "reached_seeds": len(fractions),
+        "final_val_loss": spread(finals) if all(map(math.isfinite, finals)) else None,
+        "step_time_ms": 1e3 * statistics.median(run["step_time_s"] for run in runs),
+    }
+
+
+def summarize(grids, found, plan, lookup, config, step_times=None) -> dict[str, Any]:
+    """The benchmark's results: grids, tuned rows over seeds, defaults rows, the ablation.
+
+    ``found`` maps a grid label to ``{(i, j): run}``; ``plan`` maps a section to ``(row label,
+    job)`` pairs (see :func:`lightning_muon.benchmarks.efficiency.plan_after_grid`); ``lookup``
+    returns the runs of jobs. ``step_times`` (seconds, interleaved measurement, by row label)
+    replaces the per-run median step times."""
+    from .efficiency_grid import best_cell, on_edge
+
+    steps = config["train"]["steps"]
+    adamw_rows = [job for label, job in plan["tuned"] if label == "adamw"]
+    targets = {run["seed"]: run["final_val_loss"] for run in lookup(adamw_rows)}
+    first = config["seeds"][0]
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for section, pairs in plan.items():
+        by_label: dict[str, list[tuple]] = {}
+        for label, job in pairs:
+            by_label.setdefault(label, []).append(job)
+        rows = [_row(lb, jobs, lookup, targets, steps) for lb, jobs in by_label.items()]
+        sections[section] = [row for row in rows if row is not None]  # None: not trained yet
+    for row in sections["tuned"]:
+        if step_times and row["label"] in step_times:
+            row["step_time_ms"] = 1e3 * step_times[row["label"]]
+    adamw_ms = next((r["step_time_ms"] for r in sections["tuned"] if r["label"] == "adamw"), None)
+    for row in sections["tuned"]:
+        row["time_ratio"] = row["step_time_ms"] / adamw_ms if adamw_ms else None
+    grid_out = {}
+    used = [r for section in plan.values() for r in lookup([job for _, job in section])]
+    for label, cells in found.items():
+        grid, losses = grids[label], {c: r["final_val_loss"] for c, r in cells.items()}
+        rows = []
+        for (i, j), run in sorted(cells.items()):
+            reached = steps_to_reach(run["eval_steps"], run["val_losses"], targets[first])
+            rows.append({"i": i, "j": j, "lr": run["lr"], "adamw_lr": grid.lrs((i, j))[1],
+                         "final_val_loss": run["final_val_loss"],
+                         "fraction": None if reached is None or run["diverged"] else reached / steps})  # fmt: skip
+            used.append(run)
+        grid_out[label] = {
+            "optimizer": grid.optimizer, "kwargs": grid.kwargs, "lr0": grid.lr0,
+            "adamw_lr0": grid.adamw_lr0, "cells": rows, "best": list(best_cell(losses)),
+            "unbracketed": on_edge(losses, grid.search_axes),
+            "axes": grid.search_axes,
+        }  # fmt: skip
+    return {
+        "config": config,
+        "targets": targets,
+        "target_mean": statistics.fmean(targets.values()),
+        "grids": grid_out,
+        "table": sections["tuned"],
+        "defaults": sections["defaults"],
+        "ablation": sections["ablation"],
+        "_runs": used,
+    }
+
+
+def plot_inputs(summary: dict[str, Any], runs: list[dict[str, Any]]) -> tuple[dict, list[dict]]:
+    """The tuned rows and their runs, relabelled so that :func:`plot_curves` draws one line each."""
+    from .efficiency import run_key
+
+    by_key = {run_key(r["optimizer"], r["lr"], r["seed"], r["kwargs"]): r for r in runs}
+    rows, picked = [], []
+    for row in summary["table"]:
+        rows.append({"optimizer": row["label"], "lr": row["lr"]})
+        for seed in row["seeds"]:
+            run = by_key[run_key(row["optimizer"], row["lr"], seed, row["kwargs"])]
+            picked.append({**run, "optimizer": row["label"]})
+    return {**summary, "table": rows}, picked
+
+
+def _lr_text(row: dict[str, Any]) -> str:
+    if row["adamw_lr"] is None:
+        return f"{row['lr']:.3g}"
+    return f"{row['lr']:.3g} / {row['adamw_lr']:.3g}"
+
+
+def tuned_table(summary: dict[str, Any]) -> str:
+    """Main table: each tuned row over the seeds."""
     cfg = summary["config"]
     lines = [
-        "| optimizer | lr (best of sweep) | % of AdamW's steps to reach AdamW's final val loss "
+        "| optimizer | lr / AdamW-branch lr | % of AdamW's steps to reach AdamW's final val loss "
         "| final val loss | time / step (ms) | time vs AdamW |",
         "|---|---|---|---|---|---|",
     ]
     for row in summary["table"]:
-        reached = row["fraction"]
         note = ""
-        if reached is not None and row["reached_seeds"] < len(cfg["seeds"]):
-            note = f" ({row['reached_seeds']}/{len(cfg['seeds'])} seeds reached it)"
+        if row["fraction"] is not None and row["reached_seeds"] < len(row["seeds"]):
+            note = f" ({row['reached_seeds']}/{len(row['seeds'])} seeds reached it)"
+        timing = (
+            f"{row['step_time_ms']:.0f} | {row['time_ratio']:.2f}×"
+            if "step_time_ms" in row
+            else "– | –"
+        )
         lines.append(
-            f"| {row['optimizer']} | {row['lr']:.3g} | {_fmt_spread(reached, pct=True)}{note} | "
-            f"{_fmt_spread(row['final_val_loss'])} | {row['step_time_ms']:.0f} | "
-            f"{row['time_ratio']:.2f}× |"
+            f"| {row['label']} | {_lr_text(row)} | {_fmt_spread(row['fraction'], pct=True)}{note} | "
+            f"{_fmt_spread(row['final_val_loss'])} | {timing} |"
         )
     lines += [
         "",
         f"Mean over seeds {cfg['seeds']} [min–max]. Losses in nats per byte. Time per step: "
         + (
-            "median of interleaved rounds of every optimizer in one process."
+            "median of interleaved rounds of every configuration in one process."
             if cfg.get("timing") == "interleaved"
-            else "median over each optimizer's training runs."
+            else "median over each configuration's training runs."
         ),
-        "",
-        "Learning-rate sweep (seed "
-        f"{cfg['seeds'][0]}, final validation loss; the best of each row is in bold):",
-        "",
     ]
-    for name, runs in summary["sweep"].items():
-        best = min(runs, key=lambda r: r["final_val_loss"])
-        cells = [
-            (f"**{r['lr']:.3g}: {r['final_val_loss']:.3f}**" if r is best else None)
-            or (
-                f"{r['lr']:.3g}: diverged"
-                if not math.isfinite(r["final_val_loss"])
-                else f"{r['lr']:.3g}: {r['final_val_loss']:.3f}"
-            )
-            for r in sorted(runs, key=lambda r: r["lr"])
-        ]
-        lines.append(f"- {name}: " + ", ".join(cells))
     return "\n".join(lines) + "\n"
+
+
+def grid_table(label: str, grid: dict[str, Any]) -> str:
+    """A grid as a table: rows = matrix lr, columns = AdamW-branch lr; the best cell in bold."""
+    cells = {(c["i"], c["j"]): c for c in grid["cells"]}
+    best = tuple(grid["best"])
+
+    def text(c: dict[str, Any]) -> str:
+        if not math.isfinite(c["final_val_loss"]):
+            return "diverged"
+        value = f"{c['final_val_loss']:.3f}"
+        return f"**{value}**" if (c["i"], c["j"]) == best else value
+
+    i_values = sorted({i for i, _ in cells})
+    j_values = sorted({j for _, j in cells})
+    if grid["adamw_lr0"] is None:
+        head = "| lr | " + " | ".join(f"{cells[(i, 0)]['lr']:.3g}" for i in i_values) + " |"
+        body = ["| final val loss | " + " | ".join(text(cells[(i, 0)]) for i in i_values) + " |"]
+        return "\n".join([head, "|---" * (len(i_values) + 1) + "|", *body]) + "\n"
+    adamw = {j: grid["adamw_lr0"] * 2.0**j for j in j_values}
+    head = "| lr ↓ · AdamW-branch lr → | " + " | ".join(f"{adamw[j]:.3g}" for j in j_values) + " |"
+    body = []
+    for i in i_values:
+        lr = grid["lr0"] * 2.0**i
+        row = [text(cells[(i, j)]) if (i, j) in cells else "" for j in j_values]
+        body.append(f"| {lr:.3g} | " + " | ".join(row) + " |")
+    return "\n".join([head, "|---" * (len(j_values) + 1) + "|", *body]) + "\n"
+
+
+def defaults_table(rows: list[dict[str, Any]]) -> str:
+    """Rows labelled ``"optimizer|setting"``: one line per optimizer and setting."""
+    lines = [
+        "| optimizer | setting | lr / AdamW-branch lr | % of AdamW's steps | final val loss |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        name, _, setting = row["label"].partition("|")
+        lines.append(
+            f"| {name} | {setting} | {_lr_text(row)} | {_fmt_spread(row['fraction'], pct=True)} | "
+            f"{_fmt_spread(row['final_val_loss'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    """The AdaMuon ablation: one change at a time from the grid's best cell."""
+    lines = ["| AdaMuon variant | % of AdamW's steps | final val loss |", "|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {_fmt_spread(row['fraction'], pct=True)} | "
+            f"{_fmt_spread(row['final_val_loss'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(summary: dict[str, Any]) -> str:
+    """The results tables (tuned rows, defaults, grids, ablation) in GitHub-flavoured markdown."""
+    parts = [tuned_table(summary), "Defaults (seed " f"{summary['config']['seeds'][0]}):\n",
+             defaults_table(summary["defaults"])]  # fmt: skip
+    for label, grid in summary["grids"].items():
+        parts += [f"Grid `{label}` (final val loss, seed {summary['config']['seeds'][0]}):\n",
+                  grid_table(label, grid)]  # fmt: skip
+    if summary["ablation"]:
+        parts += ["AdaMuon ablation:\n", ablation_table(summary["ablation"])]
+    return "\n".join(parts)
 
 
 def curves_figure(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
@@ -109,6 +269,7 @@ def curves_figure(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
     there and AdamW's final loss (dashed); the legend sits inside the full panel (its curves
     leave the upper right empty) and beside the zoom, never over its curves.
     """
+    import matplotlib
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13.5, 4.5), layout="constrained")
@@ -117,6 +278,9 @@ def curves_figure(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
     total = summary["config"]["train"]["steps"]
     start = 0.5 * total
     low, high = target, target
+    # one colour per curve, also past the default cycle's ten (tab20 pairs dark and light shades)
+    ax.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i) for i in range(0, 20)])
+    zoom.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i) for i in range(0, 20)])
     for row in summary["table"]:
         chosen = [
             r

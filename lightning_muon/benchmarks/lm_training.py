@@ -125,6 +125,7 @@ class RunResult:
     optimizer: str
     lr: float
     seed: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
     eval_steps: list[int] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
     train_losses: list[float] = field(default_factory=list)
@@ -139,7 +140,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, with ``final_val_loss``."""
         out = asdict(self)
-        out["train_losses"] = [round(x, 4) for x in self.train_losses]
+        out["train_losses"] = [round(x, 4) for x in self.train_losses[::10]]  # every 10th step
         out["final_val_loss"] = self.final_val_loss
         return out
 
@@ -151,10 +152,24 @@ def default_lr(name: str) -> float:
     return float(inspect.signature(get_optimizer_class(name)).parameters["lr"].default)
 
 
-def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The optimizer ``name`` (``"adamw"`` or a registry name) for ``model``, routed by parameter name."""
+def default_kwarg(name: str, key: str) -> Any:
+    """The default of constructor argument ``key`` of optimizer ``name`` (``OPTIMIZER_KWARGS`` first)."""
+    if key in OPTIMIZER_KWARGS.get(name, {}):
+        return OPTIMIZER_KWARGS[name][key]
+    return inspect.signature(get_optimizer_class(name)).parameters[key].default
+
+
+def make_optimizer(
+    name: str, model: torch.nn.Module, lr: float, kwargs: dict[str, Any] | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (``"adamw"`` or a registry name) for ``model``, routed by parameter name.
+
+    ``kwargs`` are constructor arguments on top of ``OPTIMIZER_KWARGS`` (the AdamW baseline takes
+    none)."""
     named = list(model.named_parameters())
     if name == BASELINE:
+        if kwargs:
+            raise ValueError(f"the AdamW baseline takes no optimizer kwargs, got {kwargs}")
         groups, _ = route_parameters(named)
         return torch.optim.AdamW(
             [
@@ -167,7 +182,9 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.
             lr=lr,
             betas=ADAMW_BETAS,
         )
-    return get_optimizer_class(name)(named, lr=lr, **OPTIMIZER_KWARGS.get(name, {}))
+    return get_optimizer_class(name)(
+        named, lr=lr, **{**OPTIMIZER_KWARGS.get(name, {}), **(kwargs or {})}
+    )
 
 
 def build_model(spec: ModelSpec, seed: int, device: str = "cpu") -> torch.nn.Module:
@@ -231,18 +248,28 @@ def _check_block(model_spec: ModelSpec, data: BenchData) -> None:
 
 
 def train_run(
-    optimizer: str, lr: float, seed: int, model_spec: ModelSpec, spec: TrainSpec, data: BenchData
+    optimizer: str,
+    lr: float,
+    seed: int,
+    model_spec: ModelSpec,
+    spec: TrainSpec,
+    data: BenchData,
+    kwargs: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Train one model from scratch and record its validation curve and step time."""
+    """Train one model from scratch and record its validation curve and step time.
+
+    ``kwargs`` are extra constructor arguments of the optimizer (e.g. ``adamw_lr_ratio``)."""
     from litgpt.pretrain import get_lr
 
     _check_block(model_spec, data)
     model = build_model(model_spec, seed, spec.device)
-    opt = make_optimizer(optimizer, model, lr)
+    opt = make_optimizer(optimizer, model, lr, kwargs)
     batches = RandomWindowBatches(
         data.train_tokens, data.block_size, spec.batch_size, spec.steps, seed=seed
     )
-    result = RunResult(optimizer, lr, seed, [0], [evaluate(model, data.val_windows, spec)])
+    result = RunResult(
+        optimizer, lr, seed, dict(kwargs or {}), [0], [evaluate(model, data.val_windows, spec)]
+    )
     times: list[float] = []
     for step in range(1, spec.steps + 1):
         step_lr = get_lr(lr, step - 1, spec.warmup_steps, spec.steps, spec.min_lr_ratio * lr)
@@ -269,26 +296,26 @@ def train_run(
 
 
 def interleaved_step_times(
-    lrs: dict[str, float],
+    configs: dict[str, tuple[str, float, dict[str, Any]]],
     model_spec: ModelSpec,
     spec: TrainSpec,
     data: BenchData,
     rounds: int = 7,
     steps_per_round: int = 5,
 ) -> dict[str, float]:
-    """Median seconds per training step of each optimizer, timed side by side in this process.
+    """Median seconds per training step of each configuration, timed side by side in this process.
 
-    Every optimizer gets its own model (seed 0) and three warm-up steps; then ``rounds`` rounds
+    ``configs`` maps a label to ``(optimizer, lr, kwargs)``. Every configuration gets its own model (seed 0) and three warm-up steps; then ``rounds`` rounds
     time ``steps_per_round`` steps of each optimizer in turn, so a change of machine load affects
     all of them alike. Returns the median over rounds of the mean step time.
     """
     _check_block(model_spec, data)
     batches = RandomWindowBatches(data.train_tokens, data.block_size, spec.batch_size, 1 << 20)
     setups = {}
-    for name, lr in lrs.items():
+    for label, (name, lr, kwargs) in configs.items():
         model = build_model(model_spec, 0, spec.device)
-        setups[name] = (model, make_optimizer(name, model, lr))
-    samples: dict[str, list[float]] = {name: [] for name in lrs}
+        setups[label] = (model, make_optimizer(name, model, lr, kwargs))
+    samples: dict[str, list[float]] = {label: [] for label in configs}
     index = 0
     for r in range(rounds + 1):
         for name, (model, opt) in setups.items():
