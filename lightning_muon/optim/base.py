@@ -38,7 +38,8 @@ from ..core.orthogonalize import (
 )
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
-from .routing import _reject_fsdp1, route_parameters
+from .flat_routing import route_flat, uses_flat_parameters
+from .routing import route_parameters
 from .tensors import is_dtensor as _is_dtensor
 from .tensors import local as _local
 from .validation import (
@@ -118,11 +119,14 @@ class MuonFamilyOptimizer(Optimizer):
         check_choice("nonfinite", nonfinite, NONFINITE_MODES)
         if vocab_size is not None:
             check_int("vocab_size", vocab_size, 1, 1 << 40)
-        groups, self.routing = route_parameters(params, vocab_size)
-        # FSDP1 marks its flat parameters and (use_orig_params=True) the 1-D views into them; plain
-        # tensors (litgpt, LightningCLI pass model.parameters()) carry no module names to route by.
-        if any(getattr(p, "_fsdp_flattened", False) for g in groups for p in g["params"]):
-            _reject_fsdp1(["_flat_param"])
+        if not isinstance(params, torch.nn.Module | torch.Tensor):
+            params = list(params)
+        #: FSDP1 flat views (``use_orig_params=True``): original names and shapes, by ``id`` (else ``None``).
+        self._flat_slices = None
+        if uses_flat_parameters(params):
+            groups, self.routing, self._flat_slices = route_flat(params, vocab_size)
+        else:
+            groups, self.routing = route_parameters(params, vocab_size)
         if not any(g["branch"] == "muon" for g in groups):
             raise ValueError(
                 f"{type(self).__name__} got no matrix parameters for its orthogonal branch (all {len(self.routing)} "
@@ -135,9 +139,10 @@ class MuonFamilyOptimizer(Optimizer):
         for i, group in enumerate(self.param_groups):
             self._validate_group(group, f" (param group {i})")
             for p in group["params"]:
-                if group["branch"] == "muon" and p.ndim < 2:
+                shape = self._flat_slices[id(p)].shape if self._flat_slices else tuple(p.shape)
+                if group["branch"] == "muon" and len(shape) < 2:
                     raise ValueError(
-                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {tuple(p.shape)} is in a "
+                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {shape} is in a "
                         "branch='muon' group but is not a matrix; put 1-D parameters in a branch='adamw' group"
                     )
                 if p.is_complex():
@@ -295,8 +300,10 @@ class MuonFamilyOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if not self.state and not any(
-            p.grad is not None for g in self.param_groups for p in g["params"]
+        if (
+            not self.state
+            and not self._flat_slices  # an FSDP1 rank may hold no element of any parameter
+            and not any(p.grad is not None for g in self.param_groups for p in g["params"])
         ):
             raise RuntimeError(
                 f"{type(self).__name__}: the first step found no gradient on any of its parameters, so it "
@@ -348,7 +355,15 @@ class MuonFamilyOptimizer(Optimizer):
         engine = self.__dict__.get("_distributed_engine", _UNRESOLVED)
         if engine is _UNRESOLVED:
             engine = None
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if (
+                self._flat_slices
+                and torch.distributed.is_available()
+                and torch.distributed.is_initialized()
+            ):
+                from ..distributed.flat_engine import flat_engine_for
+
+                engine = flat_engine_for(self)
+            elif torch.distributed.is_available() and torch.distributed.is_initialized():
                 from ..distributed.engine import engine_for
 
                 engine = engine_for(self)
@@ -526,6 +541,7 @@ class MuonFamilyOptimizer(Optimizer):
         self.__dict__.setdefault("_orthogonalizer_cache", {})
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("_flat_slices", None)
 
 
 def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
