@@ -39,6 +39,7 @@ from ..core.orthogonalize import (
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
 from .flat_routing import route_flat, uses_flat_parameters
+from .flat_state import drop_padding, uniform_state
 from .routing import route_parameters
 from .tensors import is_dtensor as _is_dtensor
 from .tensors import local as _local
@@ -486,6 +487,12 @@ class MuonFamilyOptimizer(Optimizer):
         )
 
     # ------------------------------------------------------------------ state dict
+    def state_dict(self) -> dict[str, Any]:
+        """The torch state dict; under FSDP1 every parameter carries every state name
+        (:func:`~lightning_muon.optim.flat_state.uniform_state`), as ``FSDP.optim_state_dict`` needs."""
+        state_dict = super().state_dict()
+        return uniform_state(self, state_dict) if self._flat_slices else state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load state saved by the same optimizer class for the same parameters.
 
@@ -533,6 +540,8 @@ class MuonFamilyOptimizer(Optimizer):
                     and current.dtype != value.dtype
                 ):
                     self.state[p][key] = value.to(device=current.device).clone()
+        if self._flat_slices:
+            drop_padding(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -118,7 +118,11 @@ def refusals(strategy: str) -> dict[str, str]:
             return f"{type(err).__name__}: {err}"
         return "no error"
 
-    out = {"flat_parameters": error(lambda: NorMuon(wrap(strategy, use_orig_params=False).parameters()))}
+    out = {
+        "flat_parameters": error(
+            lambda: NorMuon(wrap(strategy, use_orig_params=False).parameters())
+        )
+    }
     offloaded = wrap(strategy, cpu_offload=CPUOffload(offload_params=True))
     out["cpu_offload"] = error(lambda: NorMuon(offloaded.parameters()))
     model = wrap(strategy)
