@@ -38,7 +38,7 @@ from ..core.orthogonalize import (
 )
 from ..core.scaling import SCALE_RULES
 from .adamw_branch import adamw_group_step
-from .flat_routing import route_flat, uses_flat_parameters
+from .flat_routing import print_routing, route_flat, uses_flat_parameters
 from .flat_state import drop_padding, uniform_state
 from .routing import route_parameters
 from .tensors import is_dtensor as _is_dtensor
@@ -126,6 +126,7 @@ class MuonFamilyOptimizer(Optimizer):
         self._flat_slices = None
         if uses_flat_parameters(params):
             groups, self.routing, self._flat_slices = route_flat(params, vocab_size)
+            print_routing(type(self).__name__, self.routing)
         else:
             groups, self.routing = route_parameters(params, vocab_size)
         if not any(g["branch"] == "muon" for g in groups):

@@ -129,3 +129,9 @@ def route_flat(
                 })  # fmt: skip
         entries += [RouteEntry(n, slices[id(p)].shape, b, r) for n, p, b, r in routes]
     return out, RoutingTable(entries), slices
+
+
+def print_routing(owner: str, table: RoutingTable) -> None:
+    """Print the routing table once (global rank 0): flat views give no other way to see the routing."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(f"{owner} routing of the FSDP1 parameters:\n{table}", flush=True)
