@@ -185,12 +185,13 @@ class FlatShardEngine:
         blocks = transport.blocks
         states = [self._state_of(p, group) for p in plist]
         dtype = state_dtype(plist[0])
-        grads = [p.grad if p.grad is not None else p.new_zeros(0) for p in plist]
+        # 1-D slices (NO_SHARD, and a group of one rank, keep the original shape: same elements)
+        grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(0) for p in plist]
         G = blocks.to_block(grads, dtype)
         keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
         S: dict[str, torch.Tensor] = {}
         for k in keys:
-            values = [s[k] for s in states]
+            values = [s[k] if s[k].ndim == 0 else s[k].reshape(-1) for s in states]
             if values[0].ndim == 0:
                 S[k] = torch.stack(values).view(-1, 1, 1)
             elif k.startswith("row_"):
@@ -216,7 +217,7 @@ class FlatShardEngine:
         U = opt._hook("_finalize")(O, job.S, group, blocks.slices[0].matrix, transport.matrix_sum)
         for k in job.keys:
             block = job.S[k]
-            targets = [s[k] for s in job.states]
+            targets = [s[k] if s[k].ndim == 0 else s[k].view(-1) for s in job.states]
             if targets[0].ndim == 0:
                 values = list(block.view(-1).unbind(0))
             elif k.startswith("row_"):
@@ -236,7 +237,7 @@ class FlatShardEngine:
         pairs = [(p, u) for p, u in zip(plist, updates, strict=True) if p.numel()]
         if lr == 0 or not pairs:
             return
-        local = [p.data for p, _ in pairs]
+        local = [p.data.view(-1) for p, _ in pairs]
         if wd:
             torch._foreach_mul_(local, 1.0 - lr * wd)
         torch._foreach_add_(
