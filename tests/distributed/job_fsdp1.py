@@ -79,12 +79,15 @@ def parity(strategy: str, data: list[torch.Tensor]) -> list[dict[str, Any]]:
             n: float((w - expected[n]).abs().max() / expected[n].abs().max().clamp_min(1e-30))
             for n, w in weights.items()
         }
+        initial = dict(make_model().named_parameters())
+        moved = max(float((w - initial[n]).abs().max()) for n, w in weights.items())
         engine = lmd.engine_of(opt)
         out.append(
             {
                 "name": name,
                 "kwargs": kwargs,
                 "max_rel_error": max(errors.values()),
+                "moved": moved,
                 "worst": max(errors, key=errors.get),
                 "muon_names": opt.routing.names("muon"),
                 "ref_muon_names": ref_opt_names(cls, kwargs),

@@ -56,6 +56,7 @@ def _check_parity(ranks: list[dict], index: int) -> None:
     for rank in ranks:
         result = rank["parity"][index]
         assert result["max_rel_error"] < TOL[world], result
+        assert result["moved"] > 1e-3  # the weights did change
         assert result["muon_names"] == result["ref_muon_names"]  # routing without tags or names
     first = ranks[0]["parity"][index]
     assert first["empty_slices"] + sum(r["parity"][index]["empty_slices"] for r in ranks[1:]) > 0
@@ -140,3 +141,21 @@ def test_fabric_fsdp_checkpoints_resume_exactly_and_on_another_world_size(
         assert rank[f"{kind}/{name}"]["max_rel_diff"] < TOL[2]
     if name == "normuon":  # row statistics are stored expanded over the slice (1-D, like the slice)
         assert all(len(shape) == 1 for shape in saved[0][f"{kind}/{name}"]["row_state_shapes"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["full", "sharded"])
+def test_lightning_trainer_with_fsdp_strategy_trains_and_resumes_exactly(
+    tmp_path, kind: str
+) -> None:
+    """The quick-start GPT with NorMuon under ``Trainer(strategy=FSDPStrategy(...))`` on 2 ranks."""
+    (result,) = run_job(
+        HERE / "job_fsdp1_lightning.py", tmp_path, world=None, args=(kind,), timeout=900
+    )
+    routing = result["routing"]
+    assert routing["model.transformer.wte.weight"] == routing["model.lm_head.weight"] == "adamw"
+    assert routing["model.transformer.h.1.attn.qkv.weight"] == "muon"
+    assert result["losses"][-1] < result["losses"][0] - 0.5
+    assert result[
+        "resumed_identical"
+    ]  # trainer.save_checkpoint + fit(ckpt_path=...) on the same world size

@@ -170,7 +170,9 @@ def test_unsupported_layouts_are_refused(job: tuple[list[dict], Path]) -> None:
 @pytest.mark.parametrize("given", ["module", "named", "params"])
 def test_fsdp1_needs_original_parameters(job: tuple[list[dict], Path], given: str) -> None:
     refusals = job[0][0]["refusals"]
-    assert refusals[f"fsdp1_origTrue_{given}"] == "no error"  # exact on the flat shards (test_fsdp1.py)
+    assert (
+        refusals[f"fsdp1_origTrue_{given}"] == "no error"
+    )  # exact on the flat shards (test_fsdp1.py)
     assert "use_orig_params=True" in refusals[f"fsdp1_origFalse_{given}"]
 
 

@@ -2,8 +2,8 @@
 
 The oracle is the same recipe on one device: with the same global batch (2 ranks × 4 windows vs
 1 × 8; :class:`~lightning_muon.litgpt.StdlibText` slices one global batch per step) and the same
-seed, every logged training loss, validation loss and update statistic must agree to float
-round-off. Under FSDP1 (stock ``litgpt pretrain`` on several devices) the optimizer routes by the
+seed, the final weights and every logged update statistic must agree to float round-off (litgpt
+logs rank 0's own training loss, which is not comparable). Under FSDP1 (stock ``litgpt pretrain`` on several devices) the optimizer routes by the
 names FSDP keeps (``test_fsdp1_pretrain.py`` runs it on two ranks).
 """
 
@@ -52,7 +52,9 @@ def test_fsdp2_two_processes_match_one_process(tmp_path, monkeypatch) -> None:
     two = tmp_path / "two"
     cmd = [sys.executable, "-m", "lightning_muon.litgpt.pretrain", *COMMON]
     cmd += ["--devices", "2", "--train.micro_batch_size", "4", "--out_dir", str(two)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    # litgpt compiles the model; eager is the same model and spares a cold compile per process
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TORCHDYNAMO_DISABLE="1")
+    monkeypatch.setattr(torch._dynamo.config, "disable", True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
@@ -75,13 +77,18 @@ def test_fsdp2_two_processes_match_one_process(tmp_path, monkeypatch) -> None:
     assert m1[1]["update_norm/transformer.wte.weight/rms"] > 0  # the AdamW branch moved too
     compared = 0
     for step in m1:
-        for key in ("loss", "val_loss", *keys):
+        for key in keys:  # litgpt logs rank 0's own loss; the update statistics are global
             if key in m1[step]:
                 # a cv is a small spread of nearly equal row norms: compare it absolutely
                 tol = {"abs": 1e-4} if "_cv" in key else {"rel": 2e-4}
                 assert m2[step][key] == pytest.approx(m1[step][key], **tol), (step, key)
                 compared += 1
-    assert compared > 2 * len(keys)
+    assert compared >= 2 * len(keys)
+    w1 = torch.load(one / "final" / "lit_model.pth", weights_only=True)["model"]
+    w2 = torch.load(two / "final" / "lit_model.pth", weights_only=True)["model"]
+    assert w1.keys() == w2.keys()
+    for name in w1:  # the trained weights: FSDP2 on 2 ranks = one process
+        assert float((w2[name] - w1[name]).abs().max() / w1[name].abs().max()) < 1e-4, name
 
 
 @pytest.fixture
