@@ -10,12 +10,14 @@ Nothing to call in the common cases; every Muon-family optimizer decides at its 
 * **DDP** (``DDPStrategy``, ``DistributedDataParallel``): parameters are plain tensors and a process
   group of more than one rank is initialized. Each rank orthogonalizes only the matrices it owns and
   the results are all-gathered: no replicated Newton–Schulz.
+* **FSDP1** (``FullyShardedDataParallel(use_orig_params=True)``, Lightning's and Fabric's
+  ``FSDPStrategy``, ``litgpt pretrain --devices N``): parameters are 1-D slices of flat shards; the
+  optimizer reads names and shapes from FSDP's metadata and runs the same owner-computes step on
+  the slices (:mod:`~lightning_muon.distributed.flat_engine`), exact like FSDP2.
 * one process: nothing changes.
 
 :func:`configure` switches the behaviour (``mode="local"`` for ranks that are not replicas,
 ``statistics="per_shard"`` for the paper's per-shard RMS rescale, ``transfer_dtype="bfloat16"``).
-FSDP1 (``FSDPStrategy``) is refused when the optimizer is built: its flattened 1-D shards hide the
-matrices.
 
 Example:
     >>> import torch.nn as nn

@@ -35,6 +35,7 @@ from ..optim.base import state_dtype, state_zeros
 from .engine import DistributedEngine, DistributedOptions
 from .flat_layout import FlatSlice, exchange_ranges
 from .flat_transport import FlatTransport
+from .pipeline import pipelined
 from .plan import assign_owners, ns_flops
 from .transport import CommStats, Flight
 
@@ -158,17 +159,12 @@ class FlatShardEngine:
     # ------------------------------------------------------------------ the step
     def group_step(self, group: dict[str, Any]) -> None:
         """Update every matrix of ``group`` that has a gradient (all ranks call this together)."""
-        flights = self.plan(group)
-        if not flights:
-            return
-        current, previous = self._begin(flights[0], group), None
-        for k in range(len(flights)):
-            following = self._begin(flights[k + 1], group) if k + 1 < len(flights) else None
-            self._orthogonalize(current, group)
-            if previous is not None:
-                self._finish(previous, group)
-            previous, current = current, following
-        self._finish(previous, group)
+        pipelined(
+            self.plan(group),
+            lambda flight: self._begin(flight, group),
+            lambda job: self._orthogonalize(job, group),
+            lambda job: self._finish(job, group),
+        )
 
     def _state_of(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.optimizer.state[p]

@@ -159,3 +159,19 @@ def test_lightning_trainer_with_fsdp_strategy_trains_and_resumes_exactly(
     assert result[
         "resumed_identical"
     ]  # trainer.save_checkpoint + fit(ckpt_path=...) on the same world size
+
+
+def test_documented_table_matches_the_measurement(full_shard: list[dict]) -> None:
+    """``docs/how-to/fsdp.md``'s table: the collective counts exactly, the differences to a factor of 10."""
+    import math
+
+    text = (HERE.parents[1] / "docs/how-to/fsdp.md").read_text()
+    lines = text.split("<!-- fsdp1-table -->\n", 1)[1].splitlines()[2 : 2 + len(VARIANTS)]
+    for line, result in zip(lines, full_shard[0]["parity"], strict=True):
+        name, settings, error, to_all, reduce_ = (c.strip() for c in line.strip("|").split("|"))
+        assert name == result["name"]
+        assert settings == ", ".join(f"{k}={v}" for k, v in result["kwargs"].items())
+        steady = result["collectives_per_step"][-1]
+        assert (int(to_all), int(reduce_)) == (steady["all_to_all_single"], steady["all_reduce"])
+        documented, measured = float(error), result["max_rel_error"]
+        assert (documented == measured == 0) or abs(math.log10(documented / measured)) < 1
