@@ -37,17 +37,19 @@ from .engine import (
     DistributedEngine,
     DistributedOptions,
     configure,
-    engine_for,
+    executor_for,
     ns_flop_shares,
 )
+from .flat_engine import FlatShardEngine
 from .layout import Layout, chunk_rows, layout_of
 from .plan import Bucket, assign_owners, ns_flops, plan_buckets
 from .transport import CommStats
 
 
-def engine_of(optimizer: Any) -> DistributedEngine | None:
-    """The optimizer's distributed engine (resolving it now if needed), or ``None`` in one process."""
-    return optimizer._engine()
+def engine_of(optimizer: Any) -> DistributedEngine | FlatShardEngine | None:
+    """The optimizer's distributed executor (resolving it now if needed), or ``None`` in one process."""
+    executor = optimizer.executor()
+    return executor if isinstance(executor, DistributedEngine | FlatShardEngine) else None
 
 
 __all__ = [
@@ -57,11 +59,12 @@ __all__ = [
     "CommStats",
     "DistributedEngine",
     "DistributedOptions",
+    "FlatShardEngine",
     "Layout",
     "assign_owners",
     "chunk_rows",
     "configure",
-    "engine_for",
+    "executor_for",
     "engine_of",
     "layout_of",
     "ns_flop_shares",

@@ -99,15 +99,22 @@ class FlatTransport:
     Args:
         slices: the bucket's matrices (same shape and process group, ranges exchanged).
         owners: the owner rank (in the group) of each matrix.
-        dtype: the transfer dtype.
+        gather_dtype: the dtype of the orthogonalizer inputs on the wire.
+        scatter_dtype: the dtype of the results on the wire.
         stats: where collectives are counted.
     """
 
     def __init__(
-        self, slices: list[FlatSlice], owners: list[int], dtype: torch.dtype, stats: CommStats
+        self,
+        slices: list[FlatSlice],
+        owners: list[int],
+        gather_dtype: torch.dtype,
+        scatter_dtype: torch.dtype,
+        stats: CommStats,
     ) -> None:
         first = slices[0]
-        self.slices, self.owners, self.dtype, self.stats = slices, owners, dtype, stats
+        self.slices, self.owners, self.stats = slices, owners, stats
+        self.gather_dtype, self.scatter_dtype = gather_dtype, scatter_dtype
         self.group, self.rank, self.world = first.group, first.rank, first.world
         self.blocks = FlatBlocks(slices)
         self.m, self.n = first.matrix
@@ -131,7 +138,8 @@ class FlatTransport:
         """Send this rank's slice of every matrix of the block ``X (N, R, n)`` to its owner."""
         views = self.blocks.from_block(X)
         pieces = [views[i] for i in self.order]
-        send = torch.cat(pieces).to(self.dtype) if pieces else X.new_empty(0, dtype=self.dtype)
+        dtype = self.gather_dtype
+        send = torch.cat(pieces).to(dtype) if pieces else X.new_empty(0, dtype=dtype)
         recv = send.new_empty(sum(self.gather_recv))
         work = dist.all_to_all_single(
             recv, send, self.gather_recv, self.gather_send, group=self.group, async_op=True
@@ -154,7 +162,7 @@ class FlatTransport:
     # ----------------------------------------------------------------- scatter
     def start_scatter(self, O: torch.Tensor) -> Flight:
         """Send every rank the rows it touches of this rank's results ``O (N_own, m, n)``."""
-        O = O.to(self.dtype).reshape(len(self.mine), self.m * self.n)
+        O = O.to(self.scatter_dtype).reshape(len(self.mine), self.m * self.n)
         n = self.n
         pieces = []
         for r in range(self.world):

@@ -11,11 +11,12 @@ vocabulary) and 1-D parameters go to AdamW, hidden matrices to the orthogonal br
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..distributed.flat_layout import FlatSlice, flat_slices, is_flat_parameter, is_flat_view
 from .routing import (
     _HEAD_NAMES,
     _NORM_TYPES,
@@ -25,12 +26,6 @@ from .routing import (
     _explicit_branch,
     _name_reason,
 )
-
-if TYPE_CHECKING:
-    from ..distributed.flat_layout import FlatSlice
-
-# ``lightning_muon.distributed`` imports the optimizer base today, so its flat layout is imported
-# where it is used.
 
 
 def _tensors(params: Any) -> list[torch.Tensor]:
@@ -50,8 +45,6 @@ def _tensors(params: Any) -> list[torch.Tensor]:
 
 def uses_flat_parameters(params: Any) -> bool:
     """Whether ``params`` (a module, tensors, pairs or groups) holds FSDP1 flat views or flat parameters."""
-    from ..distributed.flat_layout import is_flat_parameter, is_flat_view
-
     return any(is_flat_view(p) or is_flat_parameter(p) for p in _tensors(params))
 
 
@@ -79,8 +72,6 @@ def route_flat(
     ``params`` is a module, ``named_parameters()``, tensors, or group dicts (a group's ``branch``
     or ``use_muon`` is kept). Names given with the parameters are only used when FSDP has none.
     """
-    from ..distributed.flat_layout import flat_slices
-
     tensors = _tensors(params)
     slices = flat_slices(tensors)
     if len(slices) != len({id(p) for p in tensors}):

@@ -27,7 +27,7 @@ def _own_keys(optimizer: Any, group: dict[str, Any], p: torch.Tensor) -> set[str
     if group["branch"] == "adamw":
         return set(ADAMW_KEYS)
     probe = torch.zeros(1, 1, dtype=p.dtype, device=p.device)
-    return {"step", *optimizer._init_matrix_state(probe, (1, 1), group)}
+    return {"step", *optimizer.matrix_step(group).init_state(probe)}
 
 
 def uniform_state(optimizer: Any, state_dict: dict[str, Any]) -> dict[str, Any]:

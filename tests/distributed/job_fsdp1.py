@@ -20,7 +20,8 @@ import torch.distributed as dist
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
-from job_torch import VARIANTS, CountCollectives, local_reference, record_ns, step  # noqa: E402
+from counting import count_orthogonalized  # noqa: E402
+from job_torch import VARIANTS, CountCollectives, local_reference, step  # noqa: E402
 from tiny_transformer import Block, batches, make_model  # noqa: E402
 from torch.distributed.fsdp import CPUOffload, ShardingStrategy  # noqa: E402
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: E402
@@ -68,7 +69,7 @@ def parity(strategy: str, data: list[torch.Tensor]) -> list[dict[str, Any]]:
         expected = dict(ref.named_parameters())
         model = wrap(strategy)
         opt = cls(model.parameters(), **kwargs)  # plain tensors, as litgpt passes them
-        calls = record_ns(opt)
+        calls = count_orthogonalized(opt)
         counters = []
         for tokens in data:
             counter = CountCollectives()
@@ -92,7 +93,7 @@ def parity(strategy: str, data: list[torch.Tensor]) -> list[dict[str, Any]]:
                 "muon_names": opt.routing.names("muon"),
                 "ref_muon_names": ref_opt_names(cls, kwargs),
                 "collectives_per_step": counters,
-                "buckets": len(engine.plan(opt.param_groups[0])),
+                "buckets": len(engine.planned(opt.param_groups[0])),
                 "ns_matrices": sum(calls),
                 "owners": engine.owners(),
                 "bytes": engine.stats.bytes_sent,
