@@ -31,11 +31,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..core.orthogonalizers import DTYPES
 from ..engine.local import MatrixGroup
 from ..engine.step import MatrixContext
 from ..engine.tensors import state_dtype, state_zeros
-from .engine import DistributedOptions
+from .engine import DistributedEngine, DistributedOptions
 from .flat_layout import FlatSlice, exchange_ranges
 from .flat_transport import FlatTransport
 from .pipeline import pipelined
@@ -154,13 +153,8 @@ class FlatShardEngine:
         self._plans[group.key] = (key, flights)
         return flights
 
-    def _transfer_dtypes(self, p: torch.Tensor, orth: Any) -> tuple[torch.dtype, torch.dtype]:
-        """(gather, scatter) dtypes: the chosen ``transfer_dtype``, or exact (as the FSDP2 executor)."""
-        if self.options.transfer_dtype is not None:
-            chosen = DTYPES[self.options.transfer_dtype]
-            return chosen, chosen
-        exact = state_dtype(p)
-        return exact, orth.result_dtype(exact, p.device)
+    #: (gather, scatter) dtypes: the chosen ``transfer_dtype``, or exact — the FSDP2 executor's rule.
+    _transfer_dtypes = DistributedEngine._transfer_dtypes
 
     def planned(self, param_group: dict[str, Any]) -> list[list[torch.Tensor]]:
         """The buckets (their parameters) planned at the last step for a param group."""
