@@ -176,7 +176,7 @@ class FlatShardEngine:
         pipelined(
             self.plan(group),
             lambda flight: self._begin(flight, group),
-            self._orthogonalize,
+            self._compute,
             lambda job: self._finish(job, group),
         )
 
@@ -216,7 +216,7 @@ class FlatShardEngine:
             plist, transport, states, keys, S, X, transport.start_gather(X), group.step
         )
 
-    def _orthogonalize(self, job: _FlatWork) -> None:
+    def _compute(self, job: _FlatWork) -> None:
         X = job.transport.owned(job.pending)
         self.stats.orthogonalized += X.shape[0]
         O = job.step.orthogonalizer(X) if X.shape[0] else X

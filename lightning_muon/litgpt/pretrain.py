@@ -11,7 +11,8 @@ checkpoints and metric names — with three substitutions, restored afterwards:
 * **FSDP2 for FSDP1.** The ``FSDPStrategy`` litgpt builds on more than one device becomes Fabric's
   ``ModelParallelStrategy`` with ``fully_shard`` on every transformer block and the root
   (parameters stay ``Shard(0)`` matrices; litgpt's ``state_dict_type="full"`` is kept: the final
-  ``lit_model.pth`` is one file). Stock ``litgpt pretrain --devices N`` (FSDP1) is exact as well
+  ``lit_model.pth`` is one file). The model is initialized whole, as on one device, then sharded,
+  so the weights equal the one-device run's (it must fit in one device's memory). Stock ``litgpt pretrain --devices N`` (FSDP1) is exact as well
   (``docs/how-to/fsdp.md``); FSDP2 keeps whole rows on each rank and needs less communication.
 * **Routing by name.** A Muon-family optimizer gets ``model.named_parameters()`` instead of
   ``model.parameters()``; the routing table is printed on rank 0.
@@ -54,7 +55,8 @@ def shard_gpt(model: torch.nn.Module, device_mesh: Any) -> torch.nn.Module:
 
 def fsdp2_strategy(world_size: int) -> type:
     """A stand-in for the ``FSDPStrategy`` class litgpt instantiates: Fabric's FSDP2 strategy over ``world_size`` ranks."""
-    from lightning.fabric.strategies import ModelParallelStrategy
+    from lightning.fabric.strategies import ModelParallelStrategy, Strategy
+    from litgpt.utils import reset_parameters
 
     class FSDP2Strategy(ModelParallelStrategy):
         def __init__(self, state_dict_type: str = "full", **_fsdp1_only: Any) -> None:
@@ -64,6 +66,16 @@ def fsdp2_strategy(world_size: int) -> type:
                 tensor_parallel_size=1,
                 save_distributed_checkpoint=state_dict_type != "full",
             )
+
+        def module_init_context(self, empty_init: bool | None = None) -> Any:
+            # as on one device: allocated, not initialized (no meta device) ...
+            return Strategy.module_init_context(self, empty_init)
+
+        def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+            # ... and litgpt's initializers run on the whole model before sharding, in litgpt's
+            # order: the same weights as on one device (random init of DTensors draws other numbers)
+            reset_parameters(module)
+            return super().setup_module(module)
 
     return FSDP2Strategy
 
