@@ -10,12 +10,14 @@ Nothing to call in the common cases; every Muon-family optimizer decides at its 
 * **DDP** (``DDPStrategy``, ``DistributedDataParallel``): parameters are plain tensors and a process
   group of more than one rank is initialized. Each rank orthogonalizes only the matrices it owns and
   the results are all-gathered: no replicated Newton–Schulz.
+* **FSDP1** (``FullyShardedDataParallel(use_orig_params=True)``, Lightning's and Fabric's
+  ``FSDPStrategy``, ``litgpt pretrain --devices N``): parameters are 1-D slices of flat shards; the
+  optimizer reads names and shapes from FSDP's metadata and runs the same owner-computes step on
+  the slices (:mod:`~lightning_muon.distributed.flat_engine`), exact like FSDP2.
 * one process: nothing changes.
 
 :func:`configure` switches the behaviour (``mode="local"`` for ranks that are not replicas,
 ``statistics="per_shard"`` for the paper's per-shard RMS rescale, ``transfer_dtype="bfloat16"``).
-FSDP1 (``FSDPStrategy``) is refused when the optimizer is built: its flattened 1-D shards hide the
-matrices.
 
 Example:
     >>> import torch.nn as nn
@@ -38,15 +40,16 @@ from .engine import (
     executor_for,
     ns_flop_shares,
 )
+from .flat_engine import FlatShardEngine
 from .layout import Layout, chunk_rows, layout_of
 from .plan import Bucket, assign_owners, ns_flops, plan_buckets
 from .transport import CommStats
 
 
-def engine_of(optimizer: Any) -> DistributedEngine | None:
+def engine_of(optimizer: Any) -> DistributedEngine | FlatShardEngine | None:
     """The optimizer's distributed executor (resolving it now if needed), or ``None`` in one process."""
     executor = optimizer.executor()
-    return executor if isinstance(executor, DistributedEngine) else None
+    return executor if isinstance(executor, DistributedEngine | FlatShardEngine) else None
 
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "CommStats",
     "DistributedEngine",
     "DistributedOptions",
+    "FlatShardEngine",
     "Layout",
     "assign_owners",
     "chunk_rows",

@@ -24,6 +24,8 @@ from __future__ import annotations
 from torch import nn
 from torch.optim import Optimizer
 
+from lightning_muon.distributed.flat_layout import clean_name
+
 FIX = (
     "Build the optimizer at fit time from the module's named parameters: run the "
     "`lightning-muon` command or `lightning_muon.cli.MuonLightningCLI` instead of the stock "
@@ -49,7 +51,8 @@ def check_live_parameters(optimizer: Optimizer, module: nn.Module) -> None:
     if not is_muon_family(type(optimizer)):
         return
     _reshard_fsdp2(module)
-    live = {id(p): name for name, p in module.named_parameters()}
+    # FSDP1 wrappers add prefixes to the names; the optimizer records them without (flat_layout.clean_name)
+    live = {id(p): clean_name(name) for name, p in module.named_parameters()}
     held = [p for group in optimizer.param_groups for p in group["params"]]
     stale = [p for p in held if id(p) not in live]
     label = type(optimizer).__name__

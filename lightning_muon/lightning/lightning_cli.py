@@ -81,12 +81,22 @@ def build_scheduler(spec: dict[str, Any], optimizer: Optimizer, module: Lightnin
 
 
 def check_strategy(optimizer_class: type, strategy: Any) -> None:
-    """Refuse a Muon-family optimizer under FSDP1 (``strategy="fsdp"``), which flattens matrices."""
-    if is_muon_family(optimizer_class) and isinstance(strategy, FSDPStrategy):
+    """Refuse a Muon-family optimizer under FSDP1 settings that hide the matrices or move them off the device.
+
+    ``strategy="fsdp"`` itself works (``use_orig_params=True``, the default: exact owner-computes
+    on the flat shards); ``use_orig_params=False`` leaves no matrix shapes and CPU offload no device.
+    """
+    if not (is_muon_family(optimizer_class) and isinstance(strategy, FSDPStrategy)):
+        return
+    if strategy.kwargs.get("use_orig_params") is False:
         raise OptimizerConfigError(
-            f"{optimizer_class.__name__} cannot run under strategy=fsdp (FSDP1 flattens parameters "
-            "into 1-D shards, so no matrix is left to orthogonalize). Use ModelParallelStrategy "
-            "with fully_shard in configure_model (FSDP2), or ddp."
+            f"{optimizer_class.__name__} cannot run under FSDPStrategy(use_orig_params=False): the flat "
+            "parameters carry no matrix shapes. Use FSDPStrategy(use_orig_params=True) (the default)."
+        )
+    if getattr(strategy.cpu_offload, "offload_params", False):
+        raise OptimizerConfigError(
+            f"{optimizer_class.__name__} cannot run under FSDPStrategy(cpu_offload=True): it orthogonalizes "
+            "on the compute device. Use FSDPStrategy(cpu_offload=False)."
         )
 
 

@@ -1,10 +1,10 @@
 """litgpt integration: offline pretraining data, a byte tokenizer, recipe checks and an FSDP2 entry point.
 
-* ``litgpt pretrain --config recipes/litgpt/tiny/normuon.yaml`` runs the recipes on one device with
-  stock litgpt (routing by the optimizer's ``vocab_size`` hint);
-* ``python -m lightning_muon.litgpt.pretrain --config ... --devices 2`` runs the same recipes on
-  several devices with FSDP2, name-based routing and optimizer diagnostics
-  (:mod:`lightning_muon.litgpt.pretrain`).
+* ``litgpt pretrain --config recipes/litgpt/tiny/normuon.yaml [--devices N]`` runs the recipes with
+  stock litgpt (one device: routing by the optimizer's ``vocab_size`` hint; several: FSDP1, routing
+  by the names FSDP keeps, exact owner-computes on the flat shards);
+* ``python -m lightning_muon.litgpt.pretrain --config ... --devices 2`` runs litgpt's own loop with
+  FSDP2, name-based routing and update diagnostics (:mod:`lightning_muon.litgpt.pretrain`).
 
 Importing this package imports litgpt (``pip install lightning-muon[litgpt]``).
 """

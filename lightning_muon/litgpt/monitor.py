@@ -10,10 +10,10 @@ with rows ``ΔW_i`` (one per output neuron):
 
     \mathrm{rms} = \frac{\|ΔW\|_F}{\sqrt{mn}}, \qquad
     r_i = \|ΔW_i\|_2, \qquad
-    \mathrm{cv} = \frac{\mathrm{std}_i\, r_i}{\mathrm{mean}_i\, r_i}, \qquad
-    \mathrm{relative} = \frac{\|ΔW\|_F}{\|W\|_F}
+    \mathrm{row\_cv} = \frac{\mathrm{std}_i\, r_i}{\mathrm{mean}_i\, r_i}, \qquad
+    \mathrm{update\_to\_weight} = \frac{\|ΔW\|_F}{\|W\|_F}
 
-``cv`` is 0 when every neuron moves by the same amount (what NorMuon's row normalisation aims
+``row_cv`` is 0 when every neuron moves by the same amount (what NorMuon's row normalisation aims
 for); plain Muon's orthogonal update has equal *singular values*, not equal rows.
 
 FSDP2 parameters (``Shard(0)`` DTensors) are measured on their local rows — a row never straddles
@@ -21,10 +21,11 @@ ranks — and the row norms are all-gathered
 (:func:`~lightning_muon.diagnostics.gathered_row_norms`), so every rank gets the whole-matrix
 values; every rank must call :meth:`UpdateMonitor.measure`.
 
-Logged keys (stable): ``update/<param>/rms``, ``update/<param>/row_norm_mean``,
-``update/<param>/row_norm_min``, ``update/<param>/row_norm_max``, ``update/<param>/row_norm_cv``,
-``update/<param>/relative`` for every matrix, and per branch ``update/<branch>/rms`` (over all its
-elements) and ``update/<branch>/row_norm_cv_mean`` (mean over its matrices).
+Logged keys: those of the Lightning callback :class:`~lightning_muon.callbacks.UpdateNormMonitor`
+(one schema, :meth:`~lightning_muon.diagnostics.history.UpdateNormRecord.metrics`) —
+``update_norm/<param>/row_mean``, ``row_std``, ``row_cv``, ``row_min_max_ratio``, ``rms`` and
+``update_to_weight`` for every matrix — and per branch ``update_norm/<branch>/rms`` (over all its
+elements) and ``update_norm/<branch>/row_cv_mean`` (mean over its matrices).
 
 Example:
     >>> import torch, torch.nn as nn
@@ -35,7 +36,7 @@ Example:
     >>> before = monitor.snapshot()
     >>> opt.step()
     >>> metrics = monitor.measure(before)
-    >>> round(metrics["update/weight/rms"], 4), round(metrics["update/weight/row_norm_cv"], 4)
+    >>> round(metrics["update_norm/weight/rms"], 4), round(metrics["update_norm/weight/row_cv"], 4)
     (0.2, 0.0)
 """
 
@@ -46,7 +47,8 @@ from collections.abc import Iterable
 
 import torch
 
-from lightning_muon.diagnostics import gathered_row_norms, is_dtensor, update_statistics
+from lightning_muon.diagnostics import gathered_row_norms, is_dtensor
+from lightning_muon.diagnostics.history import UpdateNormRecord
 
 
 def _like(local: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
@@ -96,19 +98,15 @@ class UpdateMonitor:
             count[branch] = count.get(branch, 0) + p.numel()
             if p.ndim < 2 or p.numel() == 0:
                 continue
-            stats = update_statistics(
-                delta_rows, gathered_row_norms(_like(old, p)), p.numel() // p.shape[0]
+            record = UpdateNormRecord.from_tensors(
+                0, name, tuple(p.shape), delta_rows, gathered_row_norms(_like(old, p))
             )
-            rows = stats.rows
-            out[f"update/{name}/rms"] = stats.rms
-            out[f"update/{name}/row_norm_mean"] = rows.mean
-            out[f"update/{name}/row_norm_min"] = rows.min
-            out[f"update/{name}/row_norm_max"] = rows.max
-            out[f"update/{name}/row_norm_cv"] = rows.cv
-            out[f"update/{name}/relative"] = stats.update_to_weight
-            cvs.setdefault(branch, []).append(rows.cv)
+            out.update({f"update_norm/{name}/{k}": v for k, v in record.metrics().items()})
+            cvs.setdefault(branch, []).append(record.stats.rows.cv)
         for branch, total in sq.items():
-            out[f"update/{branch}/rms"] = math.sqrt(total / count[branch]) if count[branch] else 0.0
+            out[f"update_norm/{branch}/rms"] = (
+                math.sqrt(total / count[branch]) if count[branch] else 0.0
+            )
         for branch, values in cvs.items():
-            out[f"update/{branch}/row_norm_cv_mean"] = sum(values) / len(values)
+            out[f"update_norm/{branch}/row_cv_mean"] = sum(values) / len(values)
         return out

@@ -121,6 +121,32 @@ def _check_data(recipe: dict[str, Any], padded_vocab_size: int) -> None:
         )
 
 
+def _check_batch(recipe: dict[str, Any]) -> None:
+    """Reject the batch settings litgpt asserts on (``TrainArgs.batch_size`` and ``gradient_accumulation_iters``)."""
+    from litgpt.args import TrainArgs
+
+    train = recipe.get("train") or {}
+    defaults = TrainArgs()
+    global_batch = int(train.get("global_batch_size") or defaults.global_batch_size)
+    micro = int(train.get("micro_batch_size") or defaults.micro_batch_size)
+    devices = recipe.get("devices", 1)
+    devices = 1 if devices in (None, "auto") else int(devices)
+    nodes = int(recipe.get("num_nodes") or 1)
+    ranks = devices * nodes
+    per_rank = global_batch // ranks
+    if per_rank == 0:
+        raise ValueError(
+            f"train.global_batch_size={global_batch} is smaller than devices x num_nodes = {ranks}: raise "
+            f"train.global_batch_size to at least {ranks}"
+        )
+    if per_rank < micro:
+        raise ValueError(
+            f"train.global_batch_size={global_batch} over devices x num_nodes = {ranks} leaves {per_rank} sequences "
+            f"per device, fewer than train.micro_batch_size={micro}: set train.micro_batch_size to at most "
+            f"{per_rank}, or train.global_batch_size to at least {ranks * micro}"
+        )
+
+
 def named_routing(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, str]:
     """Branch of every model parameter under ``optimizer`` (``"adamw"`` for a plain AdamW)."""
     branch_of = {}
@@ -145,6 +171,7 @@ def check_recipe(recipe: str | Path | dict[str, Any]) -> RecipeReport:
     config = model_config(recipe)
     cls, init_args = resolve_optimizer(recipe.get("optimizer", "AdamW"))
     _check_data(recipe, config.padded_vocab_size)
+    _check_batch(recipe)
     is_muon = issubclass(cls, MuonFamilyOptimizer)
     if is_muon and init_args.get("vocab_size") != config.padded_vocab_size:
         raise ValueError(

@@ -25,7 +25,9 @@ class AdaMuonStep(MuonStep):
         X = momentum_direction(G, S, self.h)
         return sign(X) if self.h["sign_stabilize"] else X
 
-    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+    def finish(
+        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
+    ) -> torch.Tensor:
         V = second_moment_(S["second_moment"], O, self.h["momentum"])
         O_hat = O / (V.sqrt() + self.h["eps"])
         return normalized_magnitude(O_hat, O, self.h, ctx)

@@ -24,14 +24,17 @@ import torch
 
 from ..core.orthogonalizers import DTYPES, Orthogonalizer, make_orthogonalizer
 from ..distributed.engine import DistributedOptions, executor_for
+from ..distributed.flat_engine import flat_executor_for
 from ..engine.buckets import DEFAULT_MAX_BUCKET_NUMEL
 from ..engine.compiled import ElementwiseHooks
 from ..engine.local import LocalExecutor, MatrixGroup
 from ..engine.step import Capture, MatrixStep
 from .adamw_branch import adamw_group_step
 from .checkpoint import StateDictMixin
+from .flat_routing import print_routing, route_flat, uses_flat_parameters
+from .flat_state import drop_padding, uniform_state
 from .hyperparameters import Check, check_group, document, merge_signature
-from .routing import _reject_fsdp1, route_parameters
+from .routing import route_parameters
 from .screening import screen_gradients
 
 NONFINITE_MODES = ("raise", "skip")
@@ -86,11 +89,15 @@ class MuonFamilyOptimizer(StateDictMixin):
         )  # fmt: skip
         defaults = {**shared, **defaults}
         self._validate_group({**defaults, "nonfinite": nonfinite, "vocab_size": vocab_size}, "")
-        groups, self.routing = route_parameters(params, vocab_size)
-        # FSDP1 marks its flat parameters and (use_orig_params=True) the 1-D views into them; plain
-        # tensors (litgpt, LightningCLI pass model.parameters()) carry no module names to route by.
-        if any(getattr(p, "_fsdp_flattened", False) for g in groups for p in g["params"]):
-            _reject_fsdp1(["_flat_param"])
+        if not isinstance(params, torch.nn.Module | torch.Tensor):
+            params = list(params)
+        #: FSDP1 flat views (``use_orig_params=True``): original names and shapes, by ``id`` (else ``None``).
+        self._flat_slices = None
+        if uses_flat_parameters(params):
+            groups, self.routing, self._flat_slices = route_flat(params, vocab_size)
+            print_routing(type(self).__name__, self.routing)
+        else:
+            groups, self.routing = route_parameters(params, vocab_size)
         if not any(g["branch"] == "muon" for g in groups):
             raise ValueError(
                 f"{type(self).__name__} got no matrix parameters for its orthogonal branch (all {len(self.routing)} "
@@ -101,9 +108,10 @@ class MuonFamilyOptimizer(StateDictMixin):
         for i, group in enumerate(self.param_groups):
             self._validate_group(group, f" (param group {i})")
             for p in group["params"]:
-                if group["branch"] == "muon" and p.ndim < 2:
+                shape = self._flat_slices[id(p)].shape if self._flat_slices else tuple(p.shape)
+                if group["branch"] == "muon" and len(shape) < 2:
                     raise ValueError(
-                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {tuple(p.shape)} is in a "
+                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {shape} is in a "
                         "branch='muon' group but is not a matrix; put 1-D parameters in a branch='adamw' group"
                     )
                 if p.is_complex():
@@ -164,7 +172,15 @@ class MuonFamilyOptimizer(StateDictMixin):
         if cached is not None and cached[0] is options and cached[1] == ids:
             return cached[2]
         executor = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and self._flat_slices:
+            executor = flat_executor_for(
+                self._flat_slices,
+                self.param_groups,
+                options or DistributedOptions(),
+                type(self).__name__,
+            )
+        elif distributed:
             named = [
                 (self._name_of(p), p)
                 for g in self.param_groups
@@ -216,6 +232,23 @@ class MuonFamilyOptimizer(StateDictMixin):
                 )
             )
         return loss
+
+    # ------------------------------------------------------------------ state dict
+    def state_dict(self) -> dict[str, Any]:
+        """The torch state dict; under FSDP1 every parameter carries every state name
+        (:func:`~lightning_muon.optim.flat_state.uniform_state`), as ``FSDP.optim_state_dict`` needs."""
+        state_dict = super().state_dict()
+        return uniform_state(self, state_dict) if self._flat_slices else state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """:meth:`StateDictMixin.load_state_dict`, dropping the padding of :meth:`state_dict` under FSDP1."""
+        super().load_state_dict(state_dict)
+        if self._flat_slices:
+            drop_padding(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_flat_slices", None)
 
 
 document(MuonFamilyOptimizer)

@@ -91,4 +91,3 @@ class StateDictMixin(Optimizer):
         self.__dict__.setdefault("_hooks", {})
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("nonfinite", "raise")
-

@@ -24,7 +24,9 @@ def apply_scale(U: torch.Tensor, h: Mapping[str, Any], ctx: MatrixContext) -> to
     return U * shape_scale(m, n, h["scale"], h["rms_target"])
 
 
-def momentum_direction(G: torch.Tensor, S: dict[str, torch.Tensor], h: Mapping[str, Any]) -> torch.Tensor:
+def momentum_direction(
+    G: torch.Tensor, S: dict[str, torch.Tensor], h: Mapping[str, Any]
+) -> torch.Tensor:
     """``M ← βM + (1-β)G``; the Nesterov look-ahead ``(1-β)G + βM`` or ``M``."""
     M = ema_(S["momentum_buffer"], G, h["momentum"])
     return nesterov(G, M, h["momentum"]) if h["nesterov"] else M
@@ -39,7 +41,9 @@ class MuonStep(MatrixStep):
     def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
         return momentum_direction(G, S, self.h)
 
-    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+    def finish(
+        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
+    ) -> torch.Tensor:
         return apply_scale(O, self.h, ctx)
 
 

@@ -29,7 +29,9 @@ def normalized_magnitude(
         return apply_scale(O_hat, h, ctx)
     m, n = ctx.shape
     reference = frobenius_norm(O, ctx.matrix_sum)
-    return match_norm(O_hat, reference, ctx.matrix_sum) * shape_scale(m, n, h["scale"], h["rms_target"])
+    return match_norm(O_hat, reference, ctx.matrix_sum) * shape_scale(
+        m, n, h["scale"], h["rms_target"]
+    )
 
 
 class NorMuonStep(MuonStep):
@@ -39,7 +41,9 @@ class NorMuonStep(MuonStep):
         rows = state_zeros(p).reshape(p.shape[0], -1)[:, :1]
         return {"momentum_buffer": state_zeros(p), "row_second_moment": rows.contiguous()}
 
-    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+    def finish(
+        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
+    ) -> torch.Tensor:
         v = ema_(S["row_second_moment"], row_mean_square(O), self.h["beta2"])
         O_hat = O / (v.sqrt() + self.h["eps"])
         return normalized_magnitude(O_hat, O, self.h, ctx)

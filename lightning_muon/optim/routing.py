@@ -101,25 +101,6 @@ class RoutingTable:
     __repr__ = __str__
 
 
-def _reject_fsdp1(names: Iterable[str], model: nn.Module | None = None) -> None:
-    flat = [n for n in names if "_fsdp_wrapped_module" in n or "_flat_param" in n]
-    is_fsdp1 = bool(flat)
-    if model is not None and not is_fsdp1:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        is_fsdp1 = any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
-    if is_fsdp1:
-        raise ValueError(
-            "FSDP1 (FullyShardedDataParallel / Lightning's FSDPStrategy) flattens parameters into 1-D shards, "
-            "so Muon-family optimizers cannot see their matrices. Use FSDP2 instead: Lightning's "
-            "ModelParallelStrategy (apply torch.distributed.fsdp.fully_shard in configure_model), Fabric's "
-            "ModelParallelStrategy, or plain fully_shard; on one device use no sharding strategy. "
-            "`litgpt pretrain` uses FSDP1 on more than one device: run the same recipe with "
-            "`python -m lightning_muon.litgpt.pretrain --config <recipe.yaml> --devices <N>` "
-            "(FSDP2, routing by parameter name), or with `litgpt pretrain --devices 1`."
-        )
-
-
 def _is_vocab_shaped(p: torch.Tensor, vocab_size: int | None) -> bool:
     return vocab_size is not None and p.ndim >= 2 and vocab_size in tuple(p.shape[:2])
 
@@ -156,7 +137,6 @@ def _module_routes(
                 first_name[key] = f"{mod_name}.{pname}" if mod_name else pname
                 order.append(p)
             owners.setdefault(key, []).append((mod_name, mod))
-    _reject_fsdp1(first_name.values(), model)
 
     # The token vocabulary is the largest embedding table (position tables are smaller), or the hint.
     tables = [
@@ -207,7 +187,6 @@ def _module_routes(
 def _named_routes(
     pairs: list[tuple[str, torch.Tensor]], vocab_size: int | None
 ) -> list[tuple[str, torch.Tensor, str, str]]:
-    _reject_fsdp1(name for name, _ in pairs)
     seen: dict[int, str] = {}
     tied: set[int] = set()
     unique: list[tuple[str, torch.Tensor]] = []

@@ -32,10 +32,15 @@ class SpectralStep(MatrixStep):
         beta1, beta2 = self.h["betas"]
         m = ema_(S["exp_avg"], G, beta1)
         v = second_moment_(S["exp_avg_sq"], G, beta2)
-        c1, c2 = bias_correction(beta1, S["step"], G.dtype), bias_correction(beta2, S["step"], G.dtype)
+        c1, c2 = (
+            bias_correction(beta1, S["step"], G.dtype),
+            bias_correction(beta2, S["step"], G.dtype),
+        )
         return adam_direction(m, v, c1, c2, self.h["eps"])
 
-    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+    def finish(
+        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
+    ) -> torch.Tensor:
         rule = self.h["scale"]
         if rule == "auto":
             rule = "keller" if self.h["power"] == 0.0 else "none"
@@ -92,4 +97,6 @@ class SpectralMuon(MuonFamilyOptimizer):
             return super().orthogonalizer(group)
         exact = group["orthogonalizer"] == "svd" or group["spectral_method"] == "svd"
         method = "svd" if exact else "newton"
-        return SpectralPower(float(group["power"]), method, group["spectral_iters"], group["spectral_eps"])
+        return SpectralPower(
+            float(group["power"]), method, group["spectral_iters"], group["spectral_eps"]
+        )

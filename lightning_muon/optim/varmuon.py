@@ -19,7 +19,7 @@ VARIANCE_ARG_DOCS = {
     "momentum": "β of the momentum and the variance.",
     "nesterov": "use the look-ahead ``G + β/(1-β)·M̂`` (always on in the official code).",
     "eps": "ε outside the square root of the denominator.",
-    "scale": "lr scale rule (``\"moonlight\"``: NanoGPT/Suite A code; ``\"keller\"``: Suite B code).",
+    "scale": 'lr scale rule (``"moonlight"``: NanoGPT/Suite A code; ``"keller"``: Suite B code).',
 }
 
 
@@ -37,7 +37,9 @@ class VarianceAdaptiveStep(MuonStep):
     def init_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"momentum_buffer": state_zeros(p), "variance": state_zeros(p)}
 
-    def lookahead(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def lookahead(
+        self, G: torch.Tensor, S: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         beta = self.h["momentum"]
         M, gamma = S["momentum_buffer"], S["variance"]
         variance_(gamma, M, G, beta)
@@ -46,7 +48,9 @@ class VarianceAdaptiveStep(MuonStep):
         M_hat, gamma_hat = M / correction, gamma / correction
         return (G + (beta / (1.0 - beta)) * M_hat if self.h["nesterov"] else M_hat), gamma_hat
 
-    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+    def finish(
+        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
+    ) -> torch.Tensor:
         return apply_scale(O, self.h, ctx)
 
 

@@ -10,7 +10,7 @@ running the same command). Each rank writes ``OUT/rank{r}.json``; nothing is ass
 * Trainer ``DDPStrategy``: owner-computes on replicated plain parameters;
 * the FSDP2 how-to's script (quick-start model, ``ModelParallelStrategy``), run as written.
 
-(Lightning's ``FSDPStrategy`` needs CUDA; ``job_torch.py`` checks the same FSDP1 wrapping on CPU.)
+(Lightning's ``FSDPStrategy`` on CPU ranks: ``job_fsdp1_lightning.py``.)
 """
 
 from __future__ import annotations

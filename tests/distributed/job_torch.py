@@ -273,7 +273,7 @@ def _error(fn: Any) -> str:
 
 
 def refusals() -> dict[str, str]:
-    """Unsupported layouts and FSDP1 must raise with a message that names the fix."""
+    """Unsupported layouts (and FSDP1 without original parameters) must raise with a message that names the fix."""
     from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
@@ -318,8 +318,9 @@ def refusals() -> dict[str, str]:
         out[f"fsdp1_orig{orig}_params"] = _error(lambda w=wrapped: NorMuon(w.parameters()))
     # Lightning's FSDPStrategy wraps the LightningModule itself: its own modules are not FSDP instances
     inner = make_model()
-    FullyShardedDataParallel(inner, use_orig_params=True, device_id=torch.device("cpu"))
+    wrapper = FullyShardedDataParallel(inner, use_orig_params=True, device_id=torch.device("cpu"))
     out["fsdp1_root_wrapped_inner_module"] = _error(lambda: NorMuon(inner))
+    del wrapper
     return out
 
 

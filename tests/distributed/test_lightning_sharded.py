@@ -95,7 +95,7 @@ def test_howto_script_trains_the_quickstart_model(ranks: list[dict]) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Lightning's FSDPStrategy needs CUDA")
 @pytest.mark.parametrize("given", ["module", "params"])
-def test_lightning_fsdp_strategy_is_refused(tmp_path: Path, given: str) -> None:
+def test_lightning_fsdp_strategy_trains_on_one_gpu(tmp_path: Path, given: str) -> None:
     import lightning as L
     from lightning.pytorch.strategies import FSDPStrategy
     from tiny_transformer import batches, loss_fn, make_model
@@ -115,8 +115,21 @@ def test_lightning_fsdp_strategy_is_refused(tmp_path: Path, given: str) -> None:
             return NorMuon(self if given == "module" else self.parameters())
 
     trainer = L.Trainer(
-        accelerator="cuda", devices=1, strategy=FSDPStrategy(), max_steps=1, logger=False,
-        enable_progress_bar=False, default_root_dir=tmp_path,
+        accelerator="cuda", devices=1, strategy=FSDPStrategy(), max_steps=3, logger=False,
+        enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path,
     )  # fmt: skip
-    with pytest.raises(ValueError, match="FSDP1 .*ModelParallelStrategy"):
-        trainer.fit(Module(), DataLoader(batches(2), batch_size=None))
+    trainer.fit(Module(), DataLoader(batches(3), batch_size=None))
+    opt = (
+        trainer.optimizers[0].optimizer
+        if hasattr(trainer.optimizers[0], "optimizer")
+        else trainer.optimizers[0]
+    )
+    assert opt.routing.branch_of("net.wte.weight") == "adamw"
+    assert opt.routing.branch_of("net.blocks.0.qkv.weight") == "muon"
+    qkv = next(
+        p
+        for g in opt.param_groups
+        for n, p in zip(g["param_names"], g["params"])
+        if n == "net.blocks.0.qkv.weight"
+    )
+    assert int(opt.state[qkv]["step"]) == 3

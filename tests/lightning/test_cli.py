@@ -259,10 +259,13 @@ def test_optimizer_flag_takes_the_same_names_as_the_model_setting():
     assert resolve_optimizer_flags(["--optimizer", "torch.optim.Muon"])[1] == "torch.optim.Muon"
 
 
-def test_fsdp1_is_refused_for_the_muon_family_only():
-    with pytest.raises(OptimizerConfigError, match="FSDP2"):
-        check_strategy(lm.NorMuon, FSDPStrategy())
-    check_strategy(torch.optim.AdamW, FSDPStrategy())
+def test_fsdp1_settings_without_matrices_are_refused_for_the_muon_family_only():
+    check_strategy(lm.NorMuon, FSDPStrategy())  # use_orig_params=True: exact on the flat shards
+    with pytest.raises(OptimizerConfigError, match="use_orig_params=True"):
+        check_strategy(lm.NorMuon, FSDPStrategy(use_orig_params=False))
+    with pytest.raises(OptimizerConfigError, match="cpu_offload=False"):
+        check_strategy(lm.NorMuon, FSDPStrategy(cpu_offload=True))
+    check_strategy(torch.optim.AdamW, FSDPStrategy(use_orig_params=False))
     check_strategy(lm.NorMuon, DDPStrategy())
 
 

@@ -49,7 +49,7 @@ def test_stock_litgpt_pretrain_trains_the_tiny_recipe(tmp_path) -> None:
     # litgpt rewrote both groups' lr to the same scheduled value; the ratio is untouched
     assert groups["muon"]["lr"] == groups["adamw"]["lr"] > 0
     assert groups["adamw"]["adamw_lr_ratio"] == 1.0
-    assert ckpt["iter_num"] == 3 and ckpt["step_count"] == 3
+    assert ckpt["iter_num"] == 6 and ckpt["step_count"] == 3  # 2 micro-batches of 4 per step
 
     with open(next((tmp_path / "out/logs/csv").glob("*/metrics.csv"))) as fh:
         rows = list(csv.DictReader(fh))

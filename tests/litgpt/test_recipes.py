@@ -134,3 +134,24 @@ def test_missing_tokenizer_dir_is_refused(tiny, tmp_path) -> None:
     tiny["tokenizer_dir"] = str(tmp_path / "no_tokenizer")
     with pytest.raises(ValueError, match=r"tokenizer_dir=.*no_tokenizer.*does not exist"):
         check_recipe(_write(tmp_path, tiny))
+
+
+@pytest.mark.parametrize("size, devices", [("tiny", 2), ("pythia-160m", 8)])
+def test_recipes_run_on_the_devices_their_comments_name(size, devices, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    for path in sorted((ROOT / "recipes/litgpt" / size).glob("*.yaml")):
+        recipe = load_recipe(path)
+        assert f"--devices {devices}" in path.read_text()
+        check_recipe({**recipe, "devices": devices})
+
+
+def test_batch_litgpt_would_assert_on_is_refused_naming_the_value(tiny, tmp_path) -> None:
+    tiny["devices"] = 2
+    tiny["train"]["micro_batch_size"] = 8  # global 8 over 2 devices: 4 per device < 8
+    with pytest.raises(
+        ValueError, match=r"train\.micro_batch_size to at most 4.*global_batch_size to at least 16"
+    ):
+        check_recipe(_write(tmp_path, tiny))
+    tiny["devices"], tiny["train"]["global_batch_size"] = 16, 8
+    with pytest.raises(ValueError, match=r"train\.global_batch_size to at least 16"):
+        check_recipe(_write(tmp_path, tiny))

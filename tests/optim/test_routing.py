@@ -124,12 +124,6 @@ def test_bad_params_arguments():
         lm.Muon([torch.randn(3, 3), ("w", torch.randn(3, 3))])
 
 
-def test_fsdp1_flat_parameters_are_refused():
-    pairs = [("_fsdp_wrapped_module.transformer.h.0.attn.weight", torch.zeros(100))]
-    with pytest.raises(ValueError, match="FSDP2"):
-        route_parameters(pairs)
-
-
 def test_param_groups_helper_feeds_any_optimizer():
     groups = lm.param_groups(TiedLM())
     opt = torch.optim.AdamW(groups, lr=1e-3)  # extra keys are carried along
