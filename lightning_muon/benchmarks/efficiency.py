@@ -59,6 +59,7 @@ from .efficiency_config import (
     PRESETS,
     PROPOSED_DEFAULTS,
     V01_DEFAULTS,
+    run_key,
 )
 from .efficiency_grid import Grid, best_cell, search
 from .efficiency_report import markdown_report, plot_curves, plot_inputs, summarize
@@ -89,13 +90,6 @@ def _run(payload: tuple[Job, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     out = train_run(name, lr, seed, *spec, kwargs=kwargs).to_dict()
     out["wall_s"] = time.perf_counter() - t0
     return out
-
-
-def run_key(name: str, lr: float, seed: int, kwargs: dict[str, Any]) -> tuple[str, str, int, str]:
-    """The identity of a run in the cache (floats to 10 significant digits, so that a grid's
-    ``3e-4 / 0.02`` and a literal ``0.015`` are the same run)."""
-    norm = {k: float(f"{v:.10g}") if isinstance(v, float) else v for k, v in kwargs.items()}
-    return name, f"{float(lr):.10g}", seed, json.dumps(norm, sort_keys=True)
 
 
 class Runner:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 OPTIMIZERS = ("adamw", "muon", "normuon", "adamuon", "muon_nsr", "muon_vs", "spectral_muon")
@@ -80,3 +81,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         device="cuda", bf16=True,
     ),
 }  # fmt: skip
+
+
+def run_key(name: str, lr: float, seed: int, kwargs: dict[str, Any]) -> tuple[str, str, int, str]:
+    """The identity of a run in the cache (floats to 10 significant digits, so that a grid's
+    ``3e-4 / 0.02`` and a literal ``0.015`` are the same run)."""
+    norm = {k: float(f"{v:.10g}") if isinstance(v, float) else v for k, v in kwargs.items()}
+    return name, f"{float(lr):.10g}", seed, json.dumps(norm, sort_keys=True)

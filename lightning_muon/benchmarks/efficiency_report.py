@@ -146,7 +146,7 @@ def summarize(grids, found, plan, lookup, config, step_times=None) -> dict[str, 
 
 def plot_inputs(summary: dict[str, Any], runs: list[dict[str, Any]]) -> tuple[dict, list[dict]]:
     """The tuned rows and their runs, relabelled so that :func:`plot_curves` draws one line each."""
-    from .efficiency import run_key
+    from .efficiency_config import run_key
 
     by_key = {run_key(r["optimizer"], r["lr"], r["seed"], r["kwargs"]): r for r in runs}
     rows, picked = [], []

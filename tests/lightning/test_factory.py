@@ -111,7 +111,7 @@ def test_one_resolver_and_one_adamw_baseline_for_every_configuration_path(monkey
     optimizer: resolve names the same way and build the same AdamW baseline."""
     from lightning_muon.cli import MuonLightningCLI, resolve_optimizer_flags
     from lightning_muon.lightning.mixin import optimizer_settings
-    from lightning_muon.litgpt.pretrain import make_optimizer
+    from lightning_muon.litgpt.pretrain import _Run
     from lightning_muon.litgpt.recipes import resolve_optimizer
 
     for name, cls in [
@@ -141,8 +141,11 @@ def test_one_resolver_and_one_adamw_baseline_for_every_configuration_path(monkey
         MuonLightningCLI.build_fit_time_optimizer(model, {"class_path": "torch.optim.AdamW"})
     )
     spec = {"class_path": "torch.optim.AdamW", "init_args": {}}
+    litgpt_layer = _Run(interval=0)
+    litgpt_layer.model = model
+    built = litgpt_layer.make_optimizer(None, spec, model.parameters(), fused=False)
     assert [(n, len(p), wd) for n, p, wd in baseline] == [
-        (n, len(p), wd) for n, p, wd in groups(make_optimizer(spec, model, fused=False))
+        (n, len(p), wd) for n, p, wd in groups(built)
     ]
     assert baseline[1][1][0] == "model.transformer.wte.weight"  # embeddings are not decayed
 
