@@ -37,7 +37,9 @@ from ..core.orthogonalize import (
     make_orthogonalizer,
 )
 from ..core.scaling import SCALE_RULES
+from . import state_io
 from .adamw_branch import adamw_group_step
+from .param_groups import add_param_group, check_group
 from .routing import _reject_fsdp1, route_parameters
 from .tensors import is_dtensor as _is_dtensor
 from .tensors import local as _local
@@ -131,19 +133,12 @@ class MuonFamilyOptimizer(Optimizer):
             )
         defaults = {**COMMON_DEFAULTS, **defaults}
         self._validate_group(defaults, "")
+        self.vocab_size = vocab_size
+        self._constructing = True  # torch's __init__ adds the groups routed above
         super().__init__(groups, defaults)
+        del self._constructing
         for i, group in enumerate(self.param_groups):
-            self._validate_group(group, f" (param group {i})")
-            for p in group["params"]:
-                if group["branch"] == "muon" and p.ndim < 2:
-                    raise ValueError(
-                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {tuple(p.shape)} is in a "
-                        "branch='muon' group but is not a matrix; put 1-D parameters in a branch='adamw' group"
-                    )
-                if p.is_complex():
-                    raise ValueError(
-                        f"{type(self).__name__} does not support complex parameters: {self._name_of(p)}"
-                    )
+            check_group(self, group, f" (param group {i})")
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         self._capture: set[int] = set()
@@ -458,7 +453,7 @@ class MuonFamilyOptimizer(Optimizer):
         ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
         state by stepping with zero gradients and ``lr = 0``).
         """
-        lr, wd = group["lr"], group["weight_decay"]
+        lr, wd = float(group["lr"]), group["weight_decay"]  # a one-element tensor lr is accepted
         if lr == 0:
             return
         local = [_local(p) for p in plist]
@@ -470,54 +465,35 @@ class MuonFamilyOptimizer(Optimizer):
             alpha=-lr,
         )
 
-    # ------------------------------------------------------------------ state dict
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load state saved by the same optimizer class for the same parameters.
+    # ------------------------------------------------------------------ groups, state dict, copies
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group, routed and checked exactly as the constructor does (:mod:`.param_groups`).
 
-        Raises ``ValueError`` (before changing anything) when the state comes from another
-        optimizer, or a state tensor's shape does not match its parameter. State tensors keep their
-        saved dtype (fp32 moments stay fp32 for bf16 parameters).
+        Plain torch groups (``{"params": [p, ...], "lr": ...}``, ``(name, tensor)`` pairs) work,
+        and may become two groups (``muon`` and ``adamw``); a rejected group changes nothing.
         """
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(
-                f"{type(self).__name__}.load_state_dict: the state has {len(saved_groups)} param groups, this optimizer "
-                f"has {len(self.param_groups)}"
-            )
-        pairs = []
-        for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
-            if saved.get("branch") != group["branch"] or "adamw_lr_ratio" not in saved:
-                raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: param group {i} was not saved by a Muon-family optimizer "
-                    f"with the same routing (saved branch {saved.get('branch')!r}, expected {group['branch']!r})"
-                )
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: param group {i} has {len(saved['params'])} saved parameters, expected {len(group['params'])}"
-                )
-            pairs += list(zip(saved["params"], group["params"], strict=True))
-        saved_state = state_dict["state"]
-        for pid, p in pairs:
-            for key, value in saved_state.get(pid, {}).items():
-                if (
-                    isinstance(value, torch.Tensor)
-                    and value.ndim
-                    and value.numel() != _numel_expected(key, p)
-                ):
-                    raise ValueError(
-                        f"{type(self).__name__}.load_state_dict: state {key!r} of {self._name_of(p)} has shape "
-                        f"{tuple(value.shape)}, which does not fit the parameter's shape {tuple(p.shape)}"
-                    )
-        super().load_state_dict(state_dict)
-        for pid, p in pairs:
-            for key, value in saved_state.get(pid, {}).items():
-                current = self.state[p].get(key)
-                if (
-                    isinstance(value, torch.Tensor)
-                    and isinstance(current, torch.Tensor)
-                    and current.dtype != value.dtype
-                ):
-                    self.state[p][key] = value.to(device=current.device).clone()
+        if self.__dict__.get("_constructing"):
+            super().add_param_group(param_group)  # routed and checked by __init__
+        else:
+            add_param_group(self, param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, each group recording the algorithm and its parameters' shapes."""
+        return state_io.record(self, super().state_dict())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load state saved by the same algorithm for the same parameters; everything is checked first.
+
+        Raises ``ValueError`` before changing anything when the state comes from another optimizer
+        class (both are named), a group value fails the constructor's checks or is missing, or a
+        state entry is missing or has another shape than the one this optimizer creates. Parameter
+        names stay this optimizer's; a numeric ``step`` becomes a tensor; state tensors are copied
+        and keep their saved dtype. See :mod:`lightning_muon.optim.state_io`.
+        """
+        state_io.load_state_dict(self, state_dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return state_io.getstate(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -526,6 +502,8 @@ class MuonFamilyOptimizer(Optimizer):
         self.__dict__.setdefault("_orthogonalizer_cache", {})
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("vocab_size", None)
+        state_io.steps_as_tensors(self)
 
 
 def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -543,13 +521,6 @@ def _finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
             screened[j] = bool(torch.isfinite(grads[full[j]]).all())
         flags[full] = screened.to(flags.device)
     return flags
-
-
-def _numel_expected(key: str, p: torch.Tensor) -> int:
-    """Elements a state tensor should have: the parameter's, or one per row for row statistics."""
-    if key.startswith("row_"):
-        return p.shape[0]
-    return p.numel()
 
 
 def _pack(states: list[dict[str, Any]]) -> None:
