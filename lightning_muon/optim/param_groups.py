@@ -43,7 +43,9 @@ def check_group(optimizer: Any, group: dict[str, Any], where: str) -> None:
     for i, p in enumerate(group["params"]):
         name = names[i] if i < len(names) else f"<parameter of shape {tuple(p.shape)}>"
         if not isinstance(p, torch.Tensor):
-            raise TypeError(f"{label} can only optimize Tensors, but {name} is a {torch.typename(p)}{where}")
+            raise TypeError(
+                f"{label} can only optimize Tensors, but {name} is a {torch.typename(p)}{where}"
+            )
         if not (p.is_leaf or p.retains_grad):
             raise ValueError(f"{label} can't optimize a non-leaf Tensor: {name}{where}")
         if group["branch"] == "muon" and p.ndim < 2:
@@ -93,7 +95,9 @@ def add_param_group(optimizer: Any, param_group: Any) -> None:
     """Route, complete and check ``param_group``, then add it (see the module docstring)."""
     label = type(optimizer).__name__
     group, named = _normalised(optimizer, param_group)
-    if named and "branch" not in group and "use_muon" not in group:  # names given: route by name, as the constructor does for named_parameters()
+    if (
+        named and "branch" not in group and "use_muon" not in group
+    ):  # names given: route by name, as the constructor does for named_parameters()
         pairs = list(zip(group["param_names"], group["params"], strict=True))
         extra = {k: v for k, v in group.items() if k not in ("params", "param_names", "name")}
         routed, table = route_parameters(pairs, optimizer.__dict__.get("vocab_size"))
@@ -109,7 +113,9 @@ def add_param_group(optimizer: Any, param_group: Any) -> None:
         check_group(optimizer, routed_group, where)
         for name, p in zip(routed_group["param_names"], routed_group["params"], strict=True):
             if p in existing or p in seen:
-                raise ValueError(f"{label}: parameter {name} appears in more than one param group{where}")
+                raise ValueError(
+                    f"{label}: parameter {name} appears in more than one param group{where}"
+                )
             seen.add(p)
     for routed_group in groups:
         Optimizer.add_param_group(optimizer, routed_group)

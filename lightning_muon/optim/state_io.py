@@ -107,7 +107,9 @@ def _check_source(optimizer: Any, saved: dict[str, Any], index: int, label: str)
     entry = saved.get(RECORD_KEY)
     if entry is not None:
         if not isinstance(entry, dict) or not isinstance(entry.get("format"), int):
-            raise ValueError(f"{label}: param group {index} has a malformed {RECORD_KEY!r}: {entry!r}")
+            raise ValueError(
+                f"{label}: param group {index} has a malformed {RECORD_KEY!r}: {entry!r}"
+            )
         if entry["format"] > FORMAT_VERSION:
             raise ValueError(
                 f"{label}: the state has format {entry['format']}, written by a newer lightning_muon "
@@ -147,7 +149,9 @@ def _check_source(optimizer: Any, saved: dict[str, Any], index: int, label: str)
         )
 
 
-def _check_group(optimizer: Any, saved: dict[str, Any], group: dict[str, Any], index: int, label: str) -> dict[str, Any]:
+def _check_group(
+    optimizer: Any, saved: dict[str, Any], group: dict[str, Any], index: int, label: str
+) -> dict[str, Any]:
     """The loaded group's hyperparameters, checked as the constructor checks them."""
     where = f"param group {index} of the loaded state"
     if saved["branch"] != group["branch"]:
@@ -184,7 +188,9 @@ def _check_group(optimizer: Any, saved: dict[str, Any], group: dict[str, Any], i
     return candidate
 
 
-def expected_state(optimizer: Any, p: torch.Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+def expected_state(
+    optimizer: Any, p: torch.Tensor, group: dict[str, Any]
+) -> dict[str, tuple[int, ...]]:
     """Key → shape of the state the optimizer creates for ``p`` under ``group``'s hyperparameters."""
     from .base import matrix_shape
 
@@ -198,7 +204,9 @@ def expected_state(optimizer: Any, p: torch.Tensor, group: dict[str, Any]) -> di
     return shapes
 
 
-def _check_entry(optimizer: Any, p: torch.Tensor, entry: Any, group: dict[str, Any], label: str) -> None:
+def _check_entry(
+    optimizer: Any, p: torch.Tensor, entry: Any, group: dict[str, Any], label: str
+) -> None:
     name = optimizer._name_of(p)
     if not isinstance(entry, dict):
         raise ValueError(f"{label}: the state of {name} is a {type(entry).__name__}, not a dict")
@@ -267,13 +275,17 @@ def load_state_dict(optimizer: Any, state_dict: dict[str, Any]) -> None:
         for i, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups, strict=True))
     ]
     id_map: dict[Any, tuple[torch.Tensor, dict[str, Any]]] = {}
-    for saved, group, loaded in zip(saved_groups, optimizer.param_groups, loaded_groups, strict=True):
+    for saved, group, loaded in zip(
+        saved_groups, optimizer.param_groups, loaded_groups, strict=True
+    ):
         for pid, p in zip(saved["params"], group["params"], strict=True):
             id_map[pid] = (p, {**loaded, "branch": group["branch"]})
     saved_state = state_dict["state"]
     for pid, entry in saved_state.items():
         if pid not in id_map:
-            raise ValueError(f"{label}: the state has an entry for parameter {pid!r}, which no param group lists")
+            raise ValueError(
+                f"{label}: the state has an entry for parameter {pid!r}, which no param group lists"
+            )
         p, group = id_map[pid]
         _check_entry(optimizer, p, entry, group, label)
     # Everything is checked: build the new state and groups, then swap them in at once.
@@ -282,7 +294,9 @@ def load_state_dict(optimizer: Any, state_dict: dict[str, Any]) -> None:
         p = id_map[pid][0]
         state[p] = {k: _restored(p, k, v) for k, v in entry.items()}
     param_groups = []
-    for saved, group, loaded in zip(saved_groups, optimizer.param_groups, loaded_groups, strict=True):
+    for saved, group, loaded in zip(
+        saved_groups, optimizer.param_groups, loaded_groups, strict=True
+    ):
         new = {**loaded, "params": group["params"], "branch": group["branch"]}
         new["name"] = saved.get("name", group.get("name"))
         if "param_names" in group:
@@ -298,7 +312,11 @@ def load_state_dict(optimizer: Any, state_dict: dict[str, Any]) -> None:
 def steps_as_tensors(optimizer: Any) -> None:
     """Turn plain-number ``step`` entries (older pickles) into fp32 tensors, as torch's optimizers do."""
     for p, entry in optimizer.state.items():
-        if isinstance(entry, dict) and "step" in entry and not isinstance(entry["step"], torch.Tensor):
+        if (
+            isinstance(entry, dict)
+            and "step" in entry
+            and not isinstance(entry["step"], torch.Tensor)
+        ):
             entry["step"] = torch.tensor(float(entry["step"]), dtype=torch.float32, device=p.device)
 
 
