@@ -110,3 +110,17 @@ def without_record(state_dict: dict[str, Any]) -> dict[str, Any]:
 def pid_of(opt: torch.optim.Optimizer, p: torch.Tensor) -> int:
     """The index ``state_dict()`` uses for ``p`` (by identity)."""
     return next(i for i, q in enumerate(all_params(opt)) if q is p)
+
+
+#: Registry entries the fast lane runs every grid for; the others run under ``-m slow``.
+FAST_NAMES = ("muon", "normuon")
+
+
+def lane(name: str, *values: Any) -> Any:
+    """``pytest.param(name, *values)``, marked ``slow`` unless ``name`` is in :data:`FAST_NAMES`."""
+    import pytest
+
+    return pytest.param(name, *values, marks=() if name in FAST_NAMES else pytest.mark.slow)
+
+
+REGISTRY = [lane(name) for name in NAMES]

@@ -16,14 +16,25 @@ import lightning_muon as lm
 from lightning_muon.distributed import configure
 
 from ..optim_specs import INVALID_ARGS
-from .entry_kit import NAMES, all_params, assert_same, backward, make, net, snapshot, train
+from .entry_kit import (
+    NAMES,
+    REGISTRY,
+    all_params,
+    assert_same,
+    backward,
+    lane,
+    make,
+    net,
+    snapshot,
+    train,
+)
 
 ADD_CASES = [
-    (name, args, key)
+    lane(name, args, key)
     for name in NAMES
     for args, key in INVALID_ARGS[name]
     if key in ("lr", "momentum") and not {"nonfinite", "vocab_size"} & set(args)
-] + [(name, {"momentum": 2.0}, "momentum") for name in NAMES]
+] + [lane(name, {"momentum": 2.0}, "momentum") for name in NAMES]
 
 
 def new_layer(seed: int = 5) -> nn.Linear:
@@ -47,7 +58,7 @@ def test_add_param_group_checks_hyperparameters_like_the_constructor(name, args,
     refused(opt, {"params": [layer.weight], "branch": "muon", **args}, key)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_add_param_group_refuses_a_bogus_branch_a_vector_in_a_matrix_group_and_duplicates(name):
     model = net()
     opt = make(name, model)
@@ -64,7 +75,7 @@ def constructor_twin(name, layer, **kwargs):
     return make(name, [layer.weight, layer.bias], **kwargs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_a_plain_torch_group_is_routed_as_the_constructor_routes_it(name):
     model = net()
     opt = make(name, model)
@@ -112,7 +123,7 @@ def test_the_adamw_part_of_an_added_group_matches_torch_adamw():
         torch.testing.assert_close(layer.bias, bias, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_named_pairs_route_by_name_in_add_param_group_and_in_the_constructor(name):
     model = net()
     opt = make(name, [("hidden.weight", model.hidden.weight), ("hidden.bias", model.hidden.bias)])
@@ -160,7 +171,7 @@ ATTRIBUTES = (
 
 
 @pytest.mark.parametrize("how", sorted(COPIES))
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_copies_keep_the_whole_configuration(name, how):
     _, opt = configured(name)
     twin = COPIES[how](opt)
@@ -173,7 +184,7 @@ def test_copies_keep_the_whole_configuration(name, how):
 
 
 @pytest.mark.parametrize("how", sorted(COPIES))
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_a_copy_trains_exactly_as_the_original(name, how):
     model, opt = configured(name)
     twin_model = copy.deepcopy(model)
@@ -201,7 +212,7 @@ def test_a_copy_trains_exactly_as_the_original(name, how):
 
 # ---------------------------------------------------------------- tensor learning rates
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_a_one_element_tensor_lr_steps_as_the_float(name, shape):
     lr = float(torch.tensor(0.01))  # the fp32 value the tensor holds
     model, reference = net(), net()
@@ -214,7 +225,7 @@ def test_a_one_element_tensor_lr_steps_as_the_float(name, shape):
     assert torch_muon.param_groups[0]["lr"].numel() == 1  # the contract followed here
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_a_tensor_lr_with_several_elements_is_refused_at_construction(name):
     with pytest.raises(ValueError, match="Invalid lr"):
         make(name, net(), lr=torch.tensor([0.01, 0.02]))

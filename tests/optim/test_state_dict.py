@@ -17,6 +17,7 @@ from lightning_muon.optim.registry import OPTIMIZERS
 from ..optim_specs import INVALID_ARGS
 from .entry_kit import (
     NAMES,
+    REGISTRY,
     VOCAB,
     all_params,
     assert_same,
@@ -81,7 +82,7 @@ def test_state_of_another_algorithm_is_refused_naming_both(source, target, recor
     assert "ckpt_path" in message  # the realistic trigger: --optimizer switched on resume
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_state_saved_without_a_record_still_loads_and_resumes_identically(name):
     """A state dict shaped like those of earlier versions (no record) loads when unambiguous."""
     straight_model, straight = trained(name, 4)
@@ -105,7 +106,7 @@ def first_matrix_key(opt, p) -> str:
     return next(k for k, v in opt.state[p].items() if k != "step" and v.shape == p.shape)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 @pytest.mark.parametrize("where", ["embedding exp_avg", "hidden matrix state"])
 def test_a_state_tensor_with_the_right_size_but_another_shape_is_refused(name, where):
     model, source = trained(name)
@@ -139,7 +140,7 @@ def test_group_values_go_through_the_constructors_checks(name, args, key):
     refuses(opt, saved, key)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 @pytest.mark.parametrize("key", ["lr", "momentum", "adamw_betas"])
 def test_a_missing_group_value_is_refused(name, key):
     saved = saved_state(name)
@@ -148,7 +149,7 @@ def test_a_missing_group_value_is_refused(name, key):
     refuses(opt, saved, f"no '{key}'")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 @pytest.mark.parametrize("change", ["missing", "unexpected"])
 def test_missing_or_unexpected_state_entries_are_refused(name, change):
     model, source = trained(name)
@@ -162,7 +163,7 @@ def test_missing_or_unexpected_state_entries_are_refused(name, change):
     refuses(opt, saved, change)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_loading_a_plain_tensor_optimizers_state_keeps_the_real_names(name):
     model = net()
     plain = make(name, list(model.parameters()), vocab_size=VOCAB)  # names param0, param1, ...
@@ -175,7 +176,7 @@ def test_loading_a_plain_tensor_optimizers_state_keeps_the_real_names(name):
     assert names[0] == ["hidden.weight", "hidden2.weight"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_a_numeric_step_is_turned_back_into_a_tensor(name):
     straight_model, straight = trained(name, 3)
     model, opt = trained(name, 2)
