@@ -94,6 +94,11 @@ class MuonFamilyOptimizer(Optimizer):
 
     Subclasses set ``algorithm`` and implement :meth:`_init_matrix_state`, :meth:`_direction`
     and :meth:`_finalize` (and may override :meth:`_orthogonalize`, :meth:`_validate_algorithm`).
+
+    Every way of changing an optimizer keeps the constructor's checks: :meth:`add_param_group`
+    routes and validates, :meth:`load_state_dict` refuses another algorithm's state, wrong shapes
+    and invalid group values before changing anything, ``copy.deepcopy`` and ``pickle`` keep the
+    whole configuration. Unlike ``torch.optim``, a first :meth:`step` with no gradient anywhere raises.
     """
 
     algorithm = "muon-family"
@@ -285,7 +290,13 @@ class MuonFamilyOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; returns the closure's loss (``None`` without a closure)."""
+        """Perform one optimization step; returns the closure's loss (``None`` without a closure).
+
+        Differs from ``torch.optim`` in one case: the **first** step raises ``RuntimeError`` when no
+        parameter has a gradient (torch does nothing). Such an optimizer almost always holds tensors
+        the model no longer trains (built before FSDP2 replaced them); later steps without any
+        gradient are no-ops, as in torch.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
