@@ -9,39 +9,9 @@ Example:
     ['1.weight']
 """
 
-from .optim import (
-    OPTIMIZERS,
-    AdaMuon,
-    Muon,
-    MuonFamilyOptimizer,
-    MuonNSR,
-    MuonVS,
-    NorMuon,
-    RoutingTable,
-    SpectralMuon,
-    get_optimizer_class,
-    param_groups,
-    route_parameters,
-)
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "OPTIMIZERS",
-    "AdaMuon",
-    "Muon",
-    "MuonFamilyOptimizer",
-    "MuonNSR",
-    "MuonVS",
-    "NorMuon",
-    "RoutingTable",
-    "SpectralMuon",
-    "get_optimizer_class",
-    "param_groups",
-    "route_parameters",
-]
-
-from .lightning import (  # noqa: E402  (Lightning integration; imports torch only)
+from . import lightning as _lightning
+from . import optim as _optim
+from .lightning import (  # noqa: F401  (the Lightning integration)
     MuonMixin,
     OptimizerConfigError,
     StaleParametersError,
@@ -53,19 +23,12 @@ from .lightning import (  # noqa: E402  (Lightning integration; imports torch on
     build_optimizer,
     check_live_parameters,
 )
+from .optim import *  # noqa: F403  (the optimizers, their registry and routing)
+from .optim import OPTIMIZERS
 
-__all__ += [
-    "MuonMixin",
-    "OptimizerConfigError",
-    "StaleParametersError",
-    "WarmupConstantLR",
-    "WarmupCosineLR",
-    "WarmupLinearLR",
-    "WarmupStableDecayLR",
-    "available_optimizers",
-    "build_optimizer",
-    "check_live_parameters",
-]
+__version__ = "0.1.0"
+
+__all__ = [*_optim.__all__, *(name for name in _lightning.__all__ if name in globals())]
 
 
 def __getattr__(name: str) -> object:

@@ -40,8 +40,9 @@ from typing import Any
 import torch
 
 from ..core.orthogonalize import JORDAN, default_ns_dtype, newton_schulz
+from ..engine.buckets import DEFAULT_MAX_BUCKET_NUMEL
+from ..engine.tensors import matrix_shape
 from ..optim.adamw_branch import adamw_group_step
-from ..optim.base import MuonFamilyOptimizer, matrix_shape
 from ..optim.muon import Muon
 from ..optim.registry import OPTIMIZERS
 from .machine import synchronizer
@@ -156,7 +157,7 @@ def _ns_step(params: list[torch.Tensor], device: torch.device) -> Callable[[], N
         by_shape.setdefault(shape, []).append(p.grad.reshape(shape))
     stacks = []
     for (m, n), grads in by_shape.items():
-        per = max(1, MuonFamilyOptimizer.max_bucket_numel // (m * n))
+        per = max(1, DEFAULT_MAX_BUCKET_NUMEL // (m * n))
         stacks += [torch.stack(grads[i : i + per]) for i in range(0, len(grads), per)]
     dtype = default_ns_dtype(device)
 
@@ -206,13 +207,10 @@ def build_candidates(
         elif name.endswith(("+compiled", "+fast")):
             base, variant = name.split("+")
             ps = hidden.parameters()
-            opt = OPTIMIZERS[base]([{"params": ps, "branch": "muon"}])
-            if variant == "fast":
-                opt.ns_form = "fast"
-            else:
-                opt.compile_elementwise = True
+            knob = {"ns_form": "fast"} if variant == "fast" else {"compile_elementwise": True}
+            opt = OPTIMIZERS[base]([{"params": ps, "branch": "muon"}], **knob)
             out[name] = _optimizer_candidate(name, "orthogonal", opt, ps, sync, default)
-            out[name].ns_form = opt.ns_form
+            out[name].ns_form = opt.param_groups[0]["ns_form"]
         elif name.startswith("muon@"):
             dtype = other_ns_dtype(device)
             ps = hidden.parameters()

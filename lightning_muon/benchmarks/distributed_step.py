@@ -32,6 +32,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from .report import write_outputs
+
 #: The hidden matrices of one GPT-2-small block in ``nn.Linear`` layout ``(out, in)``.
 GPT2_BLOCK = {
     "attn.c_attn": (2304, 768),
@@ -60,16 +62,16 @@ def _full_grads(model: nn.Module, seed: int) -> list[torch.Tensor]:
     return [torch.randn(p.shape, generator=g) * 1e-3 for p in model.parameters()]
 
 
-def _count_ns(opt: Any, flops: list[int]) -> None:
-    from ..distributed import ns_flops
+def _owned_flops(opt: Any) -> int:
+    """Newton–Schulz FLOPs of the matrices this rank owns in one step (from the executor's plan)."""
+    from ..distributed import engine_of, ns_flops
 
-    inner = opt._orthogonalize
-
-    def counted(X: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
-        flops[0] += X.shape[0] * ns_flops(X.shape[-2], X.shape[-1], group["ns_steps"])
-        return inner(X, group)
-
-    opt._orthogonalize = counted
+    engine = engine_of(opt)
+    return sum(
+        len(bucket.owned(bucket.layout.rank)) * ns_flops(*bucket.shape, group["ns_steps"])
+        for group in opt.param_groups
+        for bucket in engine.planned(group)
+    )
 
 
 def _step_bytes(
@@ -146,8 +148,6 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str
     # Newton–Schulz FLOPs and step times, interleaved rounds
     torch.set_num_threads(1)
     _, sharded_opt = _sharded(args, grads, mesh)
-    flops = [0]
-    _count_ns(sharded_opt, flops)
     single = None
     if rank == 0:
         torch.manual_seed(0)
@@ -172,8 +172,6 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str
                 else:
                     elapsed = 0.0
             else:
-                if r == 1:
-                    flops[0] = 0
                 start = time.perf_counter()
                 sharded_opt.step()
                 elapsed = time.perf_counter() - start
@@ -182,7 +180,7 @@ def _worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str
             if r:
                 times[kind].append(float(slowest))
     per_rank = torch.zeros(world, dtype=torch.float64)
-    per_rank[rank] = flops[0] / args.rounds
+    per_rank[rank] = _owned_flops(sharded_opt)
     dist.all_reduce(per_rank)
     total = float(per_rank.sum())
     result["ns_flops_per_step"] = total
@@ -264,10 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["command"] = "python -m lightning_muon.benchmarks.distributed_step " + " ".join(
         f"--{k} {v}" for k, v in vars(args).items() if k != "json" and v is not None
     )
-    print(report(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    write_outputs(result, report(result), args.json)
     return result
 
 

@@ -27,9 +27,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +40,7 @@ from ..core.orthogonalize import (
     newton_schulz,
 )
 from .machine import machine_info
+from .report import command_line, write_outputs
 from .timing import default_clock, interleaved, timed
 
 KINDS = ("gaussian", "ill-conditioned", "low-rank")
@@ -223,18 +222,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.seed,
         args.threads or None,
     )
-    result["command"] = "python -m lightning_muon.benchmarks.ns_quality " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = markdown(result)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        print(text)
+    result["command"] = command_line("ns_quality", argv)
+    write_outputs(result, markdown(result), args.json, args.markdown)
     return result
 
 

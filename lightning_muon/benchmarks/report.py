@@ -7,9 +7,33 @@ Example:
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 MIB = 1 << 20
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces a run of ``python -m lightning_muon.benchmarks.<module>``."""
+    return f"python -m lightning_muon.benchmarks.{module} " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+
+
+def write_outputs(
+    result: dict[str, Any], text: str, json_path: str | None, markdown_path: str | None = None
+) -> None:
+    """``result`` as JSON to ``json_path``; ``text`` to ``markdown_path``, or printed without one."""
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    if markdown_path:
+        with open(markdown_path, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(text)
 
 
 def fmt_ratio(r: dict[str, float]) -> str:

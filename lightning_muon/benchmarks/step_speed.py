@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -37,11 +36,11 @@ from typing import Any
 import torch
 
 from ..core.orthogonalize import default_ns_dtype
-from ..optim.base import MuonFamilyOptimizer
+from ..engine.buckets import DEFAULT_MAX_BUCKET_NUMEL
 from .candidates import Candidate, build_candidates, candidate_names
 from .machine import copy_probe, machine_info, matmul_probe
 from .memory import peak_temporary_bytes, state_bytes
-from .report import markdown
+from .report import command_line, markdown, write_outputs
 from .shapes import SHAPE_SETS, ShapeSet
 from .timing import CLOCKS, default_clock, interleaved, rate_summary, ratio_summary
 
@@ -237,7 +236,7 @@ def run(
             "threads": torch.get_num_threads(),
             "clock": clock,
             "ns_dtype_default": str(default_ns_dtype(device)).removeprefix("torch."),
-            "max_bucket_numel": MuonFamilyOptimizer.max_bucket_numel,
+            "max_bucket_numel": DEFAULT_MAX_BUCKET_NUMEL,
             "candidates": names,
         },
         "sets": {},
@@ -303,18 +302,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log=sys.stderr,
         clock=args.clock,
     )
-    result["command"] = "python -m lightning_muon.benchmarks.step_speed " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = markdown(result)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        print(text)
+    result["command"] = command_line("step_speed", argv)
+    write_outputs(result, markdown(result), args.json, args.markdown)
     return result
 
 

@@ -39,8 +39,6 @@ def heavy_ball_(
 
     ``first`` broadcasts against ``buffer`` (one flag per stacked matrix).
     """
-    factor = torch.full(first.shape, mu, dtype=buffer.dtype, device=buffer.device).masked_fill_(
-        first, 0.0
-    )
+    factor = first.logical_not().to(buffer.dtype) * mu
     buffer.mul_(factor).add_(grad)
     return buffer

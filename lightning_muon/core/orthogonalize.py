@@ -36,7 +36,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,16 +70,10 @@ class NewtonSchulzTable:
 JORDAN = NewtonSchulzTable("jordan", ((3.4445, -4.7750, 2.0315),))
 
 #: You Jiacheng's 5-step table (microsoft/dion ``zeropower_via_newtonschulz5``).
-YOU = NewtonSchulzTable(
-    "you",
-    (
-        (4.0848, -6.8946, 2.9270),
-        (3.9505, -6.3029, 2.6377),
-        (3.7418, -5.5913, 2.3037),
-        (2.8769, -3.1427, 1.2046),
-        (2.8366, -3.0525, 1.2012),
-    ),
-)
+YOU = NewtonSchulzTable("you", (
+    (4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
+    (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012),
+))  # fmt: skip
 
 #: Polar Express 5-step table (Amsel et al. 2025; modded-nanogpt, dion), designed for ``X/(1.02‖X‖_F)``.
 POLAR_EXPRESS = NewtonSchulzTable(
@@ -295,45 +289,6 @@ def exact_polar(X: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
         rtol = torch.finfo(X.dtype).eps * max(X.shape[-2:])
     keep = rtol * S.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny) < S
     return ((U * keep.unsqueeze(-2).to(U.dtype)) @ Vh).to(X.dtype)
-
-
-Orthogonalizer = Callable[[torch.Tensor], torch.Tensor]
-
-
-def make_orthogonalizer(
-    spec: str | Sequence[Sequence[float]],
-    steps: int = 5,
-    eps: float = 1e-7,
-    dtype: torch.dtype | None = None,
-    form: str = "auto",
-) -> Orthogonalizer:
-    """Build the function ``X (..., m, n) ↦ O`` named by ``spec``.
-
-    Args:
-        spec: ``"jordan"``, ``"you"``, ``"polar_express"``, ``"svd"`` (exact polar factor), or a
-            custom coefficient table: a sequence of ``(a, b, c)`` triples (normalisation ``‖X‖_F``).
-        steps: Newton–Schulz iterations (ignored for ``"svd"``).
-        eps: normalisation epsilon.
-        dtype: compute dtype (``None``: by device).
-        form: Newton–Schulz form, ``"auto"``, ``"fast"``, ``"direct"`` or ``"gram"`` (:func:`ns_form`).
-    """
-    if form not in NS_FORMS:
-        raise ValueError(f"Invalid form: {form!r}; expected one of {NS_FORMS}")
-    if isinstance(spec, str):
-        if spec == "svd":
-            return exact_polar
-        if spec not in NAMED_TABLES:
-            raise ValueError(
-                f"Invalid orthogonalizer: {spec!r}; expected one of {ORTHOGONALIZER_NAMES} or a list of (a, b, c) triples"
-            )
-        table = NAMED_TABLES[spec]
-    else:
-        table = custom_table(spec)
-
-    def orthogonalize(X: torch.Tensor) -> torch.Tensor:
-        return newton_schulz(X, table, steps=steps, eps=eps, dtype=dtype, form=form)
-
-    return orthogonalize
 
 
 def custom_table(rows: Sequence[Sequence[float]]) -> NewtonSchulzTable:

@@ -35,7 +35,7 @@ from .engine import (
     DistributedEngine,
     DistributedOptions,
     configure,
-    engine_for,
+    executor_for,
     ns_flop_shares,
 )
 from .layout import Layout, chunk_rows, layout_of
@@ -44,8 +44,9 @@ from .transport import CommStats
 
 
 def engine_of(optimizer: Any) -> DistributedEngine | None:
-    """The optimizer's distributed engine (resolving it now if needed), or ``None`` in one process."""
-    return optimizer._engine()
+    """The optimizer's distributed executor (resolving it now if needed), or ``None`` in one process."""
+    executor = optimizer.executor()
+    return executor if isinstance(executor, DistributedEngine) else None
 
 
 __all__ = [
@@ -59,7 +60,7 @@ __all__ = [
     "assign_owners",
     "chunk_rows",
     "configure",
-    "engine_for",
+    "executor_for",
     "engine_of",
     "layout_of",
     "ns_flop_shares",

@@ -3,13 +3,13 @@
 For each param group of the orthogonal branch (NorMuon paper, Algorithm 2 and §3.3):
 
 1. every rank runs the elementwise half of the algorithm on the rows it holds
-   (:meth:`~lightning_muon.optim.base.MuonFamilyOptimizer._bucket_begin`: momentum, sign,
-   variance, Adam ratios — all shard-local) and starts sending its rows to each matrix's owner;
+   (:meth:`~lightning_muon.engine.step.MatrixStep.begin`: momentum, sign, variance, Adam
+   ratios — all shard-local) and starts sending its rows to each matrix's owner;
 2. each owner waits for *its* matrices of one bucket, orthogonalizes them in one batched call and
    starts sending the results back — while the next bucket's gather is already in flight;
 3. every rank finishes the bucket before last on its own rows
-   (:meth:`~lightning_muon.optim.base.MuonFamilyOptimizer._finalize`; whole-matrix sums are
-   all-reduced over the shard group, so the update equals the single-process one) and applies it.
+   (:meth:`~lightning_muon.engine.step.MatrixStep.finish`; whole-matrix sums are all-reduced
+   over the shard group, so the update equals the single-process one) and applies it.
 
 State never leaves its shard: a sharded parameter's state is a DTensor with the parameter's
 placements (``zeros_like(p)``), so distributed checkpoints save and reshard it.
@@ -30,10 +30,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..core.normalize import local_matrix_sum
-from ..core.orthogonalize import default_ns_dtype
-from ..optim.base import NS_DTYPES, matrix_shape, state_dtype
-from ..optim.validation import check_choice
+from ..core.orthogonalizers import DTYPES
+from ..core.validation import check_choice
+from ..engine.buckets import apply_update, begin_bucket, bucket_states, finish_bucket
+from ..engine.local import LocalExecutor, MatrixGroup
+from ..engine.step import MatrixContext
+from ..engine.tensors import matrix_shape, state_dtype
 from .layout import SHARDED, Layout, layout_of
 from .plan import Bucket, plan_buckets
 from .transport import CommStats, Flight, Transport
@@ -54,9 +56,12 @@ class DistributedOptions:
             Newton–Schulz under DDP, or independent runs); refused for row-sharded parameters.
         statistics: ``"exact"`` (whole-matrix sums all-reduced, identical to one process) or
             ``"per_shard"`` (the NorMuon paper's Algorithm 2: RMS alignment per shard, no all-reduce).
-        transfer_dtype: dtype of the gathered inputs and scattered results: ``None`` (the group's
-            Newton–Schulz dtype when it is below fp32 — bf16 on CUDA —, else the state dtype),
-            ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"float64"``.
+        transfer_dtype: dtype of the gathered inputs and scattered results. ``None`` (exact, the
+            default): inputs travel in the state dtype and results in the narrowest dtype that
+            holds them exactly (bf16 for a bf16 Newton–Schulz), so the update equals one
+            process's. ``"bfloat16"``, ``"float16"``, ``"float32"``, ``"float64"``: both ways in
+            that dtype (bf16 rounds the orthogonalizer input before its normalisation, for half
+            the gather bytes).
         process_group: the data-parallel group of plain (replicated) parameters; default: all ranks.
     """
 
@@ -88,34 +93,33 @@ def configure(
     check_choice("mode", mode, MODES)
     check_choice("statistics", statistics, STATISTICS)
     if transfer_dtype is not None:
-        check_choice("transfer_dtype", transfer_dtype, tuple(NS_DTYPES))
+        check_choice("transfer_dtype", transfer_dtype, tuple(DTYPES))
     optimizer.distributed_options = DistributedOptions(
         mode, statistics, transfer_dtype, process_group
     )
-    optimizer.__dict__.pop("_distributed_engine", None)
 
 
-def _named_matrix_params(optimizer: Any) -> list[tuple[str, torch.Tensor]]:
-    named = []
-    for group in optimizer.param_groups:
-        if group["branch"] != "muon":
-            continue
-        names = group.get("param_names") or [optimizer._name_of(p) for p in group["params"]]
-        named += [(n, p) for n, p in zip(names, group["params"], strict=True) if p.ndim >= 2]
-    return named
+def executor_for(
+    named: list[tuple[str, torch.Tensor]],
+    param_groups: list[dict[str, Any]],
+    options: DistributedOptions | None = None,
+    owner: str = "optimizer",
+) -> DistributedEngine | None:
+    """The executor the matrices ``named`` need in this process, or ``None`` when they need no communication.
 
-
-def engine_for(optimizer: Any) -> DistributedEngine | None:
-    """The engine an optimizer needs in this process, or ``None`` when it needs no communication.
+    Args:
+        named: ``(name, parameter)`` of every matrix of the orthogonal branch.
+        param_groups: all param groups (every rank must hold the same ones).
+        options: the distributed behaviour (default :class:`DistributedOptions`).
+        owner: the optimizer's name, for error messages.
 
     Raises:
         ValueError: unsupported placements, ``mode="local"`` with row-sharded parameters, or
             parameters that differ across ranks.
     """
-    options = getattr(optimizer, "distributed_options", None) or DistributedOptions()
+    options = options or DistributedOptions()
     if not (dist.is_available() and dist.is_initialized()):
         return None
-    named = _named_matrix_params(optimizer)
     layouts = {id(p): layout_of(name, p, options.process_group) for name, p in named}
     if options.mode == "local":
         sharded = [
@@ -123,51 +127,60 @@ def engine_for(optimizer: Any) -> DistributedEngine | None:
         ]
         if sharded:
             raise ValueError(
-                f"{type(optimizer).__name__}: mode='local' cannot orthogonalize row shards ({', '.join(sharded[:3])}"
+                f"{owner}: mode='local' cannot orthogonalize row shards ({', '.join(sharded[:3])}"
                 f"{', ...' if len(sharded) > 3 else ''}); use mode='auto'"
             )
         return None
     if all(layout is None for layout in layouts.values()):
         return None
-    engine = DistributedEngine(optimizer, options, layouts)
+    engine = DistributedEngine(param_groups, options, layouts, owner)
     engine.check_same_parameters()
     return engine
 
 
 class DistributedEngine:
-    """Runs the orthogonal branch of one optimizer across ranks (built by :func:`engine_for`).
+    """Runs the orthogonal branch across ranks (built by :func:`executor_for`).
 
     Attributes:
-        stats: the collectives issued and bytes sent by this rank's optimizer steps.
+        layouts: the :class:`~lightning_muon.distributed.layout.Layout` of each matrix, by ``id``.
+        stats: the collectives issued and bytes sent by this rank's optimizer steps, and the
+            matrices it orthogonalized.
     """
 
     def __init__(
-        self, optimizer: Any, options: DistributedOptions, layouts: dict[int, Layout | None]
+        self,
+        param_groups: list[dict[str, Any]],
+        options: DistributedOptions,
+        layouts: dict[int, Layout | None],
+        owner: str = "optimizer",
     ) -> None:
-        self.optimizer = optimizer
+        self.param_groups = param_groups
         self.options = options
         self.layouts = layouts
+        self.owner = owner
         self.group = options.process_group or dist.group.WORLD
         self.world = dist.get_world_size(self.group)
         self.stats = CommStats()
-        self._plans: dict[
-            int, tuple[tuple, list[tuple[Bucket, Transport]], list[torch.Tensor]]
-        ] = {}
+        self._local = LocalExecutor()
+        self._plans: dict[int, tuple[tuple, list[tuple[Bucket, Transport]], list[torch.Tensor]]] = {}
 
     # ------------------------------------------------------------------ consistency checks
     def _device(self) -> torch.device:
-        return self.optimizer.param_groups[0]["params"][0].device
+        return self.param_groups[0]["params"][0].device
+
+    def _names(self) -> dict[int, str]:
+        names = {}
+        for g in self.param_groups:
+            labels = g.get("param_names") or [f"<parameter of shape {tuple(p.shape)}>" for p in g["params"]]
+            names.update({id(p): n for n, p in zip(labels, g["params"], strict=True)})
+        return names
 
     def check_same_parameters(self) -> None:
         """Raise unless every rank holds the same parameter list (same names, global shapes, branches)."""
         text = repr(
             [
-                (
-                    g["branch"],
-                    tuple(g.get("param_names", ())),
-                    [tuple(p.shape) for p in g["params"]],
-                )
-                for g in self.optimizer.param_groups
+                (g.get("branch"), tuple(g.get("param_names", ())), [tuple(p.shape) for p in g["params"]])
+                for g in self.param_groups
             ]
         )
         fingerprint = zlib.crc32(text.encode())
@@ -175,27 +188,25 @@ class DistributedEngine:
         dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.group)
         if int(both[0]) != fingerprint or int(both[1]) != -fingerprint:
             raise ValueError(
-                f"{type(self.optimizer).__name__}: the ranks hold different parameters (pipeline or model "
+                f"{self.owner}: the ranks hold different parameters (pipeline or model "
                 "parallelism without DTensors?); owner-computes orthogonalization needs data-parallel replicas "
                 "or FSDP2 shards. Call lightning_muon.distributed.configure(optimizer, mode='local') to run the "
                 "single-process algorithm on each rank's own parameters."
             )
 
-    def reduce_finite(
+    def reduce_gradient_flags(
         self, params: list[torch.Tensor], finite: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """Per-parameter finiteness of ``params``' gradients on *all* ranks (one ``all_reduce``).
+    ) -> tuple[torch.Tensor | None, bool]:
+        """Finiteness of ``params``' gradients on *all* ranks, and whether any rank has a gradient.
 
-        Each parameter contributes ``has_grad + (W+1)·non_finite``; after the sum, ``sum mod (W+1)``
-        counts the ranks holding a gradient, which must be 0 or ``W``.
+        One ``all_reduce``: each parameter contributes ``has_grad + (W+1)·non_finite``; after the
+        sum, ``sum mod (W+1)`` counts the ranks holding a gradient, which must be 0 or ``W``.
         """
-        opt, W = self.optimizer, self.world
-        everything = [p for g in opt.param_groups for p in g["params"]]
+        W = self.world
+        everything = [p for g in self.param_groups for p in g["params"]]
         position = {id(p): j for j, p in enumerate(everything)}
         codes = torch.zeros(len(everything), dtype=torch.int64, device=self._device())
-        index = torch.tensor(
-            [position[id(p)] for p in params], dtype=torch.long, device=codes.device
-        )
+        index = torch.tensor([position[id(p)] for p in params], dtype=torch.long, device=codes.device)
         if finite is not None:
             codes[index] = 1 + (W + 1) * (~finite.to(codes.device)).long()
         dist.all_reduce(codes, group=self.group)
@@ -203,31 +214,20 @@ class DistributedEngine:
         present = codes % (W + 1)
         partial = ((present != 0) & (present != W)).nonzero().flatten().tolist()
         if partial:
-            names = ", ".join(opt._name_of(everything[j]) for j in partial[:5])
+            names = self._names()
+            listed = ", ".join(names[id(everything[j])] for j in partial[:5])
             raise RuntimeError(
-                f"{type(opt).__name__}: gradients of {names} exist on some ranks only; every rank must "
+                f"{self.owner}: gradients of {listed} exist on some ranks only; every rank must "
                 "compute the same set of gradients (set unused gradients to zeros, or to None everywhere)"
             )
-        return None if finite is None else codes[index] < W + 1
+        anywhere = bool((present != 0).any())
+        return (None if finite is None else codes[index] < W + 1), anywhere
 
     # ------------------------------------------------------------------ planning
-    def transfer_dtype(self, group: dict[str, Any], p: torch.Tensor) -> torch.dtype:
-        """The dtype moved over the network for this group's matrices (see :class:`DistributedOptions`)."""
-        if self.options.transfer_dtype is not None:
-            return NS_DTYPES[self.options.transfer_dtype]
-        exact = state_dtype(p)
-        # Spectral powers p != 0 and the SVD polar factor are not computed in the Newton–Schulz dtype.
-        if group.get("orthogonalizer") == "svd" or group.get("power", 0.0) != 0.0:
-            return exact
-        ns = NS_DTYPES[group["ns_dtype"]] if group.get("ns_dtype") else default_ns_dtype(p.device)
-        return ns if ns.itemsize < exact.itemsize else exact
-
-    def plan(
-        self, group: dict[str, Any]
-    ) -> tuple[list[tuple[Bucket, Transport]], list[torch.Tensor]]:
+    def plan(self, group: MatrixGroup) -> tuple[list[tuple[Bucket, Transport]], list[torch.Tensor]]:
         """The buckets (with their transports) of a group's matrices that have gradients, and its local-only matrices."""
         items, local_only = [], []
-        for p in group["params"]:
+        for p in group.params:
             if p.grad is None:
                 continue
             shape = matrix_shape(p.shape)
@@ -236,40 +236,55 @@ class DistributedEngine:
                 local_only.append(p)
             elif shape[0] * shape[1]:
                 items.append((p, shape, layout))
-        dtype = self.transfer_dtype(group, items[0][0]) if items else None
-        key = (tuple(id(p) for p, _, _ in items), tuple(map(id, local_only)), dtype)
-        cached = self._plans.get(id(group))
+        orth = group.step.orthogonalizer
+        dtypes = self._transfer_dtypes(items[0][0], orth) if items else None
+        key = (
+            tuple(id(p) for p, _, _ in items),
+            tuple(map(id, local_only)),
+            dtypes,
+            orth,
+            group.max_bucket_numel,
+        )
+        cached = self._plans.get(group.key)
         if cached is None or cached[0] != key:
-            buckets = plan_buckets(items, group.get("ns_steps", 5), self.optimizer.max_bucket_numel)
+            device = items[0][0].device if items else self._device()
+            buckets = plan_buckets(
+                items, lambda m, n: orth.flops(m, n, device), group.max_bucket_numel
+            )
             flights = [
-                (b, Transport(b, dtype, self.stats, self.options.statistics)) for b in buckets
+                (b, Transport(b, *dtypes, self.stats, self.options.statistics)) for b in buckets
             ]
-            cached = self._plans[id(group)] = (key, flights, local_only)
+            cached = self._plans[group.key] = (key, flights, local_only)
         return cached[1], cached[2]
+
+    def _transfer_dtypes(self, p: torch.Tensor, orth: Any) -> tuple[torch.dtype, torch.dtype]:
+        """(gather, scatter) dtypes: the chosen ``transfer_dtype``, or exact (see :class:`DistributedOptions`)."""
+        if self.options.transfer_dtype is not None:
+            chosen = DTYPES[self.options.transfer_dtype]
+            return chosen, chosen
+        exact = state_dtype(p)
+        return exact, orth.result_dtype(exact, p.device)
+
+    def planned(self, param_group: dict[str, Any]) -> list[Bucket]:
+        """The buckets planned at the last step for a param group (empty before its first step)."""
+        cached = self._plans.get(id(param_group))
+        return [b for b, _ in cached[1]] if cached else []
 
     def owners(self) -> dict[str, int]:
         """Owner rank (within its shard or replica group) of every planned matrix, by parameter name."""
-        out = {}
+        names, out = self._names(), {}
         for _, flights, _ in self._plans.values():
             for bucket, _ in flights:
                 for p, owner in zip(bucket.params, bucket.owners, strict=True):
-                    out[self.optimizer._name_of(p)] = owner
+                    out[names.get(id(p), "?")] = owner
         return out
 
     # ------------------------------------------------------------------ the step
-    def group_step(self, group: dict[str, Any]) -> None:
+    def run(self, group: MatrixGroup) -> None:
         """Update every matrix of ``group`` that has a gradient (all ranks call this together)."""
-        opt = self.optimizer
         flights, local_only = self.plan(group)
         if local_only:
-            for shape, plist in opt._buckets({**group, "params": local_only}):
-                if shape[0] * shape[1]:
-                    states = [opt._state_of(p, shape, group) for p in plist]
-                    opt._apply(
-                        plist,
-                        opt._bucket_update(plist, states, group, shape, local_matrix_sum),
-                        group,
-                    )
+            self._local.run(group.only(local_only))
         if not flights:
             return
         # three buckets in flight: gather(k+1) overlaps the Newton–Schulz of k, scatter(k) the next ones
@@ -282,25 +297,26 @@ class DistributedEngine:
             previous, current = current, following
         self._finish(previous, group)
 
-    def _begin(self, flight: tuple[Bucket, Transport], group: dict[str, Any]) -> _InFlight:
+    def _begin(self, flight: tuple[Bucket, Transport], group: MatrixGroup) -> _InFlight:
         bucket, transport = flight
-        opt = self.optimizer
-        states = [opt._state_of(p, bucket.shape, group) for p in bucket.params]
-        work = opt._bucket_begin(bucket.params, states, group)
+        states = bucket_states(bucket.params, group.step, group.state)
+        work = begin_bucket(bucket.params, states, group.step, group.hooks)
         return _InFlight(bucket, transport, work, transport.start_gather(work.X))
 
-    def _orthogonalize(self, job: _InFlight, group: dict[str, Any]) -> None:
+    def _orthogonalize(self, job: _InFlight, group: MatrixGroup) -> None:
         X = job.transport.owned(job.pending)
-        O = self.optimizer._orthogonalize(X, group) if X.shape[0] else X
+        self.stats.orthogonalized += X.shape[0]
+        O = group.step.orthogonalizer(X) if X.shape[0] else X
         job.pending = job.transport.start_scatter(O)
 
-    def _finish(self, job: _InFlight, group: dict[str, Any]) -> None:
-        opt, bucket, transport = self.optimizer, job.bucket, job.transport
+    def _finish(self, job: _InFlight, group: MatrixGroup) -> None:
+        bucket, transport = job.bucket, job.transport
         O = transport.local(job.pending, job.work.X.dtype)
-        U = opt._bucket_finish(job.work, O, group, bucket.shape, transport.matrix_sum)
-        opt._apply(bucket.params, U, group)
-        if opt._capture and transport.sharded:
-            _as_dtensors(opt.captured_directions, bucket)
+        ctx = MatrixContext(bucket.shape, transport.matrix_sum)
+        U = finish_bucket(job.work, O, group.step, group.hooks, ctx, group.capture)
+        apply_update(bucket.params, U, group.lr, group.weight_decay)
+        if group.capture.ids and transport.sharded:
+            _as_dtensors(group.capture.directions, bucket)
 
 
 class _InFlight:
@@ -317,7 +333,7 @@ def _as_dtensors(captured: dict[torch.Tensor, torch.Tensor], bucket: Bucket) -> 
     m, n = bucket.shape
     layout = bucket.layout
     for p in bucket.params:
-        if p in captured:
+        if p in captured and not isinstance(captured[p], DTensor):
             captured[p] = DTensor.from_local(
                 captured[p],
                 layout.mesh,
@@ -329,7 +345,7 @@ def _as_dtensors(captured: dict[torch.Tensor, torch.Tensor], bucket: Bucket) -> 
 
 
 def ns_flop_shares(engine: DistributedEngine) -> dict[int, float]:
-    """Fraction of the planned Newton–Schulz FLOPs each rank (of its group) computes."""
+    """Fraction of the planned orthogonalizer FLOPs each rank (of its group) computes."""
     loads: dict[int, float] = {}
     for _, flights, _ in engine._plans.values():
         for bucket, _ in flights:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..optim.tensors import is_dtensor, local
+from ..engine.tensors import is_dtensor, local
 
 SHARDED = "sharded"
 REPLICATED = "replicated"

@@ -19,19 +19,21 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..core.orthogonalize import ns_flops as _ns_flops
+from ..engine.buckets import chunks
 from .layout import Layout
 
 
 def ns_flops(m: int, n: int, steps: int) -> int:
-    """FLOPs of ``steps`` direct-form quintic Newton–Schulz iterations on an ``m × n`` matrix (the cost model
-    that balances owners; the Gram form used for wide fp32 matrices is cheaper by a shape-dependent factor)."""
-    a, b = min(m, n), max(m, n)
-    return steps * (4 * a * a * b + 2 * a**3)
+    """FLOPs of ``steps`` direct-form quintic Newton–Schulz iterations on an ``m × n`` matrix (the
+    yardstick; an orthogonalizer's own :meth:`~lightning_muon.core.orthogonalizers.Orthogonalizer.flops`
+    balances the owners)."""
+    return _ns_flops(m, n, steps, form="direct")
 
 
 def assign_owners(
@@ -56,7 +58,7 @@ class Bucket:
         layout: how the matrices are spread over ranks.
         params: the parameters, in param-group order.
         owners: the rank (in ``layout.group``) that orthogonalizes each parameter.
-        cost: Newton–Schulz FLOPs of one matrix.
+        cost: orthogonalizer FLOPs of one matrix.
     """
 
     shape: tuple[int, int]
@@ -72,26 +74,23 @@ class Bucket:
 
 def plan_buckets(
     items: Sequence[tuple[torch.Tensor, tuple[int, int], Layout]],
-    steps: int,
+    cost: Callable[[int, int], float],
     max_bucket_numel: int,
 ) -> list[Bucket]:
     """Group ``(param, matrix shape, layout)`` items into buckets and assign their owners.
 
     Buckets key on (shape, dtype, layout); a bucket holds at most ``max_bucket_numel`` elements of
-    whole matrices (at least one matrix). Loads are balanced per group of ranks across all buckets.
+    whole matrices (at least one matrix); ``cost(m, n)`` is one matrix's orthogonalizer FLOPs.
+    Loads are balanced per group of ranks across all buckets.
     """
     grouped: dict[tuple, list[tuple[torch.Tensor, tuple[int, int], Layout]]] = {}
     for p, shape, layout in items:
         grouped.setdefault((shape, p.dtype, layout.key), []).append((p, shape, layout))
     buckets: list[Bucket] = []
     for (shape, _, _), members in grouped.items():
-        per = max(1, max_bucket_numel // max(1, shape[0] * shape[1]))
-        for start in range(0, len(members), per):
-            chunk = members[start : start + per]
+        for chunk in chunks(members, shape, max_bucket_numel):
             layout = chunk[0][2]
-            buckets.append(
-                Bucket(shape, layout, [p for p, _, _ in chunk], [], ns_flops(*shape, steps))
-            )
+            buckets.append(Bucket(shape, layout, [p for p, _, _ in chunk], [], cost(*shape)))
     by_group: dict[tuple, list[tuple[Bucket, int]]] = {}
     for b in buckets:
         b.owners = [0] * len(b.params)

@@ -33,7 +33,8 @@ class CommStats:
     """What this rank's optimizer steps communicated: collective calls and bytes sent to other ranks, by kind.
 
     Kinds: ``"gather"`` and ``"scatter"`` (one ``all_to_all`` each), ``"all_gather"`` (replicated
-    results) and ``"all_reduce"`` (matrix sums and gradient flags).
+    results) and ``"all_reduce"`` (matrix sums and gradient flags). ``orthogonalized`` counts the
+    matrices this rank orthogonalized for the shared (sharded or replicated) matrices.
 
     Example:
         >>> stats = CommStats()
@@ -45,6 +46,7 @@ class CommStats:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
+        self.orthogonalized = 0
 
     def record(self, kind: str, nbytes: int) -> None:
         """Count one collective of ``kind`` that sends ``nbytes`` to other ranks."""
@@ -65,6 +67,7 @@ class CommStats:
         """Forget everything recorded so far."""
         self.calls.clear()
         self.bytes.clear()
+        self.orthogonalized = 0
 
 
 class Flight:
@@ -88,16 +91,23 @@ class Transport:
 
     Args:
         bucket: the bucket (global shape, layout, owners).
-        dtype: the transfer dtype (the orthogonalizer's compute dtype, or fp32).
+        gather_dtype: the dtype of the orthogonalizer inputs sent to the owners.
+        scatter_dtype: the dtype of the results sent back.
         stats: where collectives are counted.
         statistics: ``"exact"`` (all-reduced matrix sums) or ``"per_shard"`` (the paper's Alg. 2).
     """
 
     def __init__(
-        self, bucket: Bucket, dtype: torch.dtype, stats: CommStats, statistics: str = "exact"
+        self,
+        bucket: Bucket,
+        gather_dtype: torch.dtype,
+        scatter_dtype: torch.dtype,
+        stats: CommStats,
+        statistics: str = "exact",
     ) -> None:
         layout = bucket.layout
-        self.layout, self.dtype, self.stats, self.statistics = layout, dtype, stats, statistics
+        self.layout, self.stats, self.statistics = layout, stats, statistics
+        self.gather_dtype, self.scatter_dtype = gather_dtype, scatter_dtype
         self.shape = bucket.shape
         m, n = bucket.shape
         self.sharded = layout.kind == SHARDED
@@ -119,7 +129,7 @@ class Transport:
         """Send this rank's rows of every matrix to its owner. ``X``: ``(N, m_r, n)``."""
         if not self.sharded:
             return Flight(None, X, X)
-        send = X.index_select(0, self.order.to(X.device)).to(self.dtype).reshape(-1)
+        send = X.index_select(0, self.order.to(X.device)).to(self.gather_dtype).reshape(-1)
         recv = send.new_empty(sum(self.gather_recv))
         work = dist.all_to_all_single(
             recv, send, self.gather_recv, self.gather_send, group=self.layout.group, async_op=True
@@ -141,7 +151,7 @@ class Transport:
     # ----------------------------------------------------------------- scatter
     def start_scatter(self, O: torch.Tensor) -> Flight:
         """Send the rows of this rank's results to the ranks that hold them. ``O``: ``(N_own, m, n)``."""
-        O = O.to(self.dtype)
+        O = O.to(self.scatter_dtype)
         m, n = self.shape
         if not self.sharded:
             send = O.new_zeros(self.max_owned, m, n)

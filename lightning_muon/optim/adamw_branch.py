@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw
 
-from .tensors import is_dtensor as _is_dtensor
-from .tensors import local as _local
+from ..engine.tensors import is_dtensor as _is_dtensor
+from ..engine.tensors import local as _local
 
 _NATIVE = (torch.float32, torch.float64)
 

@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ..core.momentum import ema_, nesterov
-from ..core.normalize import MatrixSum, rms_align
+from ..core.normalize import rms_align
 from ..core.scaling import shape_scale
-from .base import MuonFamilyOptimizer, state_zeros
+from ..engine.step import MatrixContext, MatrixStep
+from ..engine.tensors import state_zeros
+from .base import MuonFamilyOptimizer
+from .hyperparameters import OrthogonalizerSpec, own_arguments
 
 
-def apply_scale(
-    U: torch.Tensor, group: dict[str, Any], shape: tuple[int, int], matrix_sum: MatrixSum
-) -> torch.Tensor:
+def apply_scale(U: torch.Tensor, h: Mapping[str, Any], ctx: MatrixContext) -> torch.Tensor:
     """Multiply ``U`` by the group's scale rule (``"rms"``: align each matrix's RMS to ``rms_target``)."""
-    m, n = shape
-    if group["scale"] == "rms":
-        return rms_align(U, group["rms_target"], matrix_sum, m * n)
-    return U * shape_scale(m, n, group["scale"], group["rms_target"])
+    m, n = ctx.shape
+    if h["scale"] == "rms":
+        return rms_align(U, h["rms_target"], ctx.matrix_sum, m * n)
+    return U * shape_scale(m, n, h["scale"], h["rms_target"])
+
+
+def momentum_direction(G: torch.Tensor, S: dict[str, torch.Tensor], h: Mapping[str, Any]) -> torch.Tensor:
+    """``M ← βM + (1-β)G``; the Nesterov look-ahead ``(1-β)G + βM`` or ``M``."""
+    M = ema_(S["momentum_buffer"], G, h["momentum"])
+    return nesterov(G, M, h["momentum"]) if h["nesterov"] else M
+
+
+class MuonStep(MatrixStep):
+    """Muon's matrix step: momentum, orthogonalize, scale."""
+
+    def init_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"momentum_buffer": state_zeros(p)}
+
+    def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
+        return momentum_direction(G, S, self.h)
+
+    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+        return apply_scale(O, self.h, ctx)
 
 
 class Muon(MuonFamilyOptimizer):
@@ -43,25 +63,8 @@ class Muon(MuonFamilyOptimizer):
     routing keeps them on AdamW.
 
     Args:
-        params: an ``nn.Module``, ``named_parameters()``, tensors, or param groups with ``branch``.
         lr: learning rate η of the Muon branch (units of spectral norm per step with ``scale="keller"``).
-        momentum: EMA coefficient β of the momentum.
-        nesterov: use the Nesterov look-ahead ``(1-β)G + βM`` as the orthogonalizer input.
         weight_decay: decoupled weight decay λ of the Muon branch (``W ← W(1-ηλ)``).
-        ns_steps: Newton–Schulz iterations.
-        orthogonalizer: ``"jordan"``, ``"you"``, ``"polar_express"``, ``"svd"`` (exact polar factor) or a
-            list of ``(a, b, c)`` coefficient triples.
-        scale: lr scale rule: ``"keller"`` sqrt(max(1, m/n)), ``"moonlight"`` rms_target·sqrt(max(m, n)),
-            ``"spectral"`` sqrt(m/n), ``"rms"`` (RMS aligned to rms_target each step) or ``"none"``.
-        rms_target: the update RMS of the ``"moonlight"`` and ``"rms"`` rules.
-        ns_eps: epsilon of the Newton–Schulz input normalisation ``X/(‖X‖_F + eps)``.
-        ns_dtype: Newton–Schulz compute dtype (``"float32"``, ``"bfloat16"``, …); ``None`` picks by device.
-        adamw_lr_ratio: AdamW branch lr as a multiple of the group lr.
-        adamw_betas: AdamW (β1, β2).
-        adamw_eps: AdamW epsilon.
-        adamw_weight_decay: AdamW branch decoupled weight decay.
-        nonfinite: ``"raise"`` on a non-finite gradient (nothing is changed) or ``"skip"`` the step.
-        vocab_size: routing hint for plain tensors: matrices with a leading dim equal to it go to AdamW.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -74,56 +77,12 @@ class Muon(MuonFamilyOptimizer):
     """
 
     algorithm = "muon"
+    step_class = MuonStep
 
     def __init__(
-        self,
-        params: Any,
-        lr: float = 0.02,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        weight_decay: float = 0.0,
-        ns_steps: int = 5,
-        orthogonalizer: str | Sequence[tuple[float, float, float]] = "jordan",
-        scale: str = "keller",
-        rms_target: float = 0.2,
-        ns_eps: float = 1e-7,
-        ns_dtype: str | None = None,
-        adamw_lr_ratio: float = 0.015,
-        adamw_betas: tuple[float, float] = (0.9, 0.95),
-        adamw_eps: float = 1e-10,
-        adamw_weight_decay: float = 0.0,
-        nonfinite: str = "raise",
-        vocab_size: int | None = None,
-    ) -> None:
-        defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
-            orthogonalizer=orthogonalizer, scale=scale, rms_target=rms_target, ns_eps=ns_eps, ns_dtype=ns_dtype,
-            adamw_lr_ratio=adamw_lr_ratio, adamw_betas=adamw_betas, adamw_eps=adamw_eps,
-            adamw_weight_decay=adamw_weight_decay,
-        )  # fmt: skip
-        super().__init__(params, defaults, vocab_size=vocab_size, nonfinite=nonfinite)
-
-    def _validate_algorithm(self, group: dict[str, Any]) -> None:
-        self._validate_momentum(group)
-        self._validate_orthogonalizer(group)
-
-    def _init_matrix_state(
-        self, p: torch.Tensor, shape: tuple[int, int], group: dict[str, Any]
-    ) -> dict[str, torch.Tensor]:
-        return {"momentum_buffer": state_zeros(p)}
-
-    def _direction(
-        self, G: torch.Tensor, S: dict[str, torch.Tensor], group: dict[str, Any]
-    ) -> torch.Tensor:
-        M = ema_(S["momentum_buffer"], G, group["momentum"])
-        return nesterov(G, M, group["momentum"]) if group["nesterov"] else M
-
-    def _finalize(
-        self,
-        O: torch.Tensor,
-        S: dict[str, torch.Tensor],
-        group: dict[str, Any],
-        shape: tuple[int, int],
-        matrix_sum: MatrixSum,
-    ) -> torch.Tensor:
-        return apply_scale(O, group, shape, matrix_sum)
+        self, params: Any, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
+        weight_decay: float = 0.0, ns_steps: int = 5, orthogonalizer: OrthogonalizerSpec = "jordan",
+        scale: str = "keller", rms_target: float = 0.2,
+        adamw_lr_ratio: float = 0.015, adamw_eps: float = 1e-10, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(params, own_arguments(locals()), **kwargs)

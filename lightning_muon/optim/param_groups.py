@@ -35,7 +35,7 @@ from torch.optim import Optimizer
 from .routing import RouteEntry, route_parameters
 
 
-def check_group(optimizer: Any, group: dict[str, Any], where: str) -> None:
+def check_param_group(optimizer: Any, group: dict[str, Any], where: str) -> None:
     """The constructor's checks of one complete group: hyperparameters, then every tensor."""
     label = type(optimizer).__name__
     optimizer._validate_group(group, where)
@@ -110,7 +110,7 @@ def add_param_group(optimizer: Any, param_group: Any) -> None:
         for name, default in optimizer.defaults.items():
             routed_group.setdefault(name, default)
         where = f" (added param group {len(optimizer.param_groups) + k})"
-        check_group(optimizer, routed_group, where)
+        check_param_group(optimizer, routed_group, where)
         for name, p in zip(routed_group["param_names"], routed_group["params"], strict=True):
             if p in existing or p in seen:
                 raise ValueError(

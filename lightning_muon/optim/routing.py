@@ -271,6 +271,28 @@ def _explicit_branch(group: dict[str, Any], index: int) -> str | None:
     return None
 
 
+def _branch_groups(
+    routes: list[tuple[str, torch.Tensor, str, str]],
+    extra: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> list[dict[str, Any]]:
+    """One param group per branch that received parameters, in :data:`BRANCHES` order."""
+    groups = []
+    for branch in BRANCHES:
+        selected = [(n, p) for n, p, b, _ in routes if b == branch]
+        if selected:
+            groups.append(
+                {
+                    **(extra or {}),
+                    "params": [p for _, p in selected],
+                    "param_names": [n for n, _ in selected],
+                    "branch": branch,
+                    "name": branch if name is None else name,
+                }
+            )
+    return groups
+
+
 def _group_routes(
     groups: list[dict[str, Any]], vocab_size: int | None
 ) -> tuple[list[dict[str, Any]], RoutingTable]:
@@ -306,18 +328,7 @@ def _group_routes(
             routes = [(names[i], p, b, r) for i, (_, p, b, r) in enumerate(routes)]
         else:
             routes = [(names[i], p, branch, "explicit group") for i, p in enumerate(params)]
-        for b in BRANCHES:
-            selected = [(n, p) for n, p, br, _ in routes if br == b]
-            if selected:
-                out.append(
-                    {
-                        **extra,
-                        "params": [p for _, p in selected],
-                        "param_names": [n for n, _ in selected],
-                        "branch": b,
-                        "name": group.get("name", b),
-                    }
-                )
+        out += _branch_groups(routes, extra, group.get("name"))
         entries += [RouteEntry(n, tuple(p.shape), b, r) for n, p, b, r in routes]
     return out, RoutingTable(entries)
 
@@ -359,18 +370,7 @@ def route_parameters(
                 "params must be an nn.Module, named_parameters() pairs, tensors, or param-group dicts; "
                 f"got a mix of {sorted({type(x).__name__ for x in items})}"
             )
-    groups = []
-    for branch in BRANCHES:
-        selected = [(n, p) for n, p, b, _ in routes if b == branch]
-        if selected:
-            groups.append(
-                {
-                    "params": [p for _, p in selected],
-                    "param_names": [n for n, _ in selected],
-                    "branch": branch,
-                    "name": branch,
-                }
-            )
+    groups = _branch_groups(routes)
     table = RoutingTable(RouteEntry(n, tuple(p.shape), b, r) for n, p, b, r in routes)
     return groups, table
 

@@ -55,9 +55,11 @@ TRANSIENT_ATTRIBUTES = frozenset(
         "_capture",
         "captured_directions",
         "_constructing",
+        "_hooks",
+        "_executor",
     }
 )
-_NOT_HYPERPARAMETERS = frozenset({"self", "params", "nonfinite", "vocab_size"})
+_NOT_HYPERPARAMETERS = frozenset({"self", "params", "defaults", "nonfinite", "vocab_size"})
 _GROUP_LABELS = frozenset({"params", "param_names", "branch", "name", RECORD_KEY})
 _ADAMW_STATE = ("exp_avg", "exp_avg_sq")
 
@@ -76,10 +78,15 @@ def record(optimizer: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
 
 def hyperparameter_names(optimizer_class: type) -> frozenset[str]:
     """The group keys a Muon-family class keeps: its constructor's hyperparameters and the shell's."""
-    from .base import COMMON_DEFAULTS
-
-    names = set(inspect.signature(optimizer_class.__init__).parameters) - _NOT_HYPERPARAMETERS
-    return frozenset(names | set(COMMON_DEFAULTS))
+    names: set[str] = set()
+    for cls in optimizer_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None or cls.__module__.startswith("torch."):
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                names.add(parameter.name)
+    return frozenset(names - _NOT_HYPERPARAMETERS)
 
 
 def _registry() -> dict[str, type]:
@@ -192,14 +199,12 @@ def expected_state(
     optimizer: Any, p: torch.Tensor, group: dict[str, Any]
 ) -> dict[str, tuple[int, ...]]:
     """Key → shape of the state the optimizer creates for ``p`` under ``group``'s hyperparameters."""
-    from .base import matrix_shape
-
     shapes: dict[str, tuple[int, ...]] = {"step": ()}
     if group["branch"] == "adamw":
         shapes.update({k: tuple(p.shape) for k in _ADAMW_STATE})
         return shapes
     meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
-    fresh = optimizer._init_matrix_state(meta, matrix_shape(meta.shape), group)
+    fresh = optimizer.matrix_step(group).init_state(meta)
     shapes.update({k: tuple(v.shape) for k, v in fresh.items()})
     return shapes
 
@@ -252,8 +257,13 @@ def _restored(p: torch.Tensor, key: str, value: Any) -> Any:
     return value.detach().to(device=p.device)
 
 
-def load_state_dict(optimizer: Any, state_dict: dict[str, Any]) -> None:
-    """:meth:`torch.optim.Optimizer.load_state_dict` that checks everything first (see the module)."""
+def load_state_dict(
+    optimizer: Any, state_dict: dict[str, Any], backfill: dict[str, Any] | None = None
+) -> None:
+    """:meth:`torch.optim.Optimizer.load_state_dict` that checks everything first (see the module).
+
+    ``backfill``: group keys added after a release, with the value older state gets.
+    """
     label = f"{type(optimizer).__name__}.load_state_dict"
     state_dict = dict(state_dict)
     for hook in optimizer._optimizer_load_state_dict_pre_hooks.values():
@@ -262,7 +272,7 @@ def load_state_dict(optimizer: Any, state_dict: dict[str, Any]) -> None:
             state_dict = result
     if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
         raise ValueError(f"{label}: expected a dict with 'state' and 'param_groups'")
-    saved_groups = state_dict["param_groups"]
+    saved_groups = [{**(backfill or {}), **group} for group in state_dict["param_groups"]]
     if len(saved_groups) != len(optimizer.param_groups):
         raise ValueError(
             f"{label}: the state has {len(saved_groups)} param groups, this optimizer has "

@@ -10,9 +10,9 @@ from lightning_muon.core.orthogonalize import (
     NewtonSchulzTable,
     default_ns_dtype,
     exact_polar,
-    make_orthogonalizer,
     newton_schulz,
 )
+from lightning_muon.core.orthogonalizers import make_orthogonalizer
 
 CLASSICAL = NewtonSchulzTable("classical", ((15 / 8, -10 / 8, 3 / 8),))
 

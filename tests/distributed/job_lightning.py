@@ -29,6 +29,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 import lightning as L  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from counting import count_orthogonalized  # noqa: E402
 from lightning.fabric.strategies import ModelParallelStrategy as FabricModelParallel  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
@@ -82,16 +83,6 @@ def max_rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[n] - b[n]).abs().max() / b[n].abs().max()) for n in b)
 
 
-def count_ns(opt: Any) -> list[int]:
-    calls: list[int] = []
-    inner = opt._orthogonalize
-
-    def counted(X: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
-        calls.append(X.shape[0])
-        return inner(X, group)
-
-    opt._orthogonalize = counted
-    return calls
 
 
 # ---------------------------------------------------------------------------------------- Fabric
@@ -164,7 +155,7 @@ class ShardedGPT(L.LightningModule):
 
     def configure_optimizers(self) -> NorMuon:
         opt = NorMuon(self, lr=0.01)
-        self.ns_calls = count_ns(opt)
+        self.ns_calls = count_orthogonalized(opt)
         return opt
 
 
@@ -197,7 +188,7 @@ def trainer_checks(out: Path) -> dict[str, Any]:
         "ns_after_batch": model.ns_after_batch,
         "ns_calls": len(model.ns_calls),
         "owned_buckets": sum(
-            1 for b, _ in engine.plan(opt.param_groups[0])[0] if b.owned(b.layout.rank)
+            1 for b in engine.planned(opt.param_groups[0]) if b.owned(b.layout.rank)
         ),
         "layouts": sorted(
             {layout.kind for layout in engine.layouts.values() if layout is not None}
@@ -225,7 +216,7 @@ class ReplicatedGPT(L.LightningModule):
 
     def configure_optimizers(self) -> NorMuon:
         opt = NorMuon(self, lr=0.01)
-        self.ns_calls = count_ns(opt)
+        self.ns_calls = count_orthogonalized(opt)
         return opt
 
 

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 import torch.distributed.checkpoint as dcp  # noqa: E402
+from counting import count_orthogonalized  # noqa: E402
 from tiny_transformer import Block, batches, loss_fn, make_model  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.distributed.checkpoint.state_dict import (  # noqa: E402
@@ -82,17 +83,6 @@ class CountCollectives:
             setattr(dist, name, fn)
 
 
-def record_ns(opt: Any) -> list[int]:
-    """Wrap ``opt._orthogonalize``; the returned list gets the number of matrices of each call."""
-    calls: list[int] = []
-    inner = opt._orthogonalize
-
-    def counted(X: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
-        calls.append(X.shape[0])
-        return inner(X, group)
-
-    opt._orthogonalize = counted
-    return calls
 
 
 def shard(model: nn.Module, mesh: Any = None) -> nn.Module:
@@ -140,14 +130,14 @@ def parity(data: list[torch.Tensor], rank: int) -> list[dict[str, Any]]:
         ref, ref_opt = local_reference(cls, kwargs, data)
         model = shard(make_model())
         opt = cls(model, **kwargs)
-        ns_calls = record_ns(opt)
+        ns_calls = count_orthogonalized(opt)
         per_step = []
         for tokens in data:
             counter = CountCollectives()
             step(model, opt, tokens, counter)
             per_step.append(dict(counter.calls))
         engine = lmd.engine_of(opt)
-        flights, _ = engine.plan(opt.param_groups[0])
+        flights = engine.planned(opt.param_groups[0])
         params = dict(zip(dict(ref.named_parameters()), model.parameters(), strict=True))
         ref_params = dict(ref.named_parameters())
         state_diffs = [
@@ -172,7 +162,7 @@ def parity(data: list[torch.Tensor], rank: int) -> list[dict[str, Any]]:
                 "collectives_per_step": per_step,
                 "engine_calls": dict(engine.stats.calls),
                 "buckets": len(flights),
-                "bucket_sizes": [len(b.params) for b, _ in flights],
+                "bucket_sizes": [len(b.params) for b in flights],
                 "matrix_sums_per_bucket": _sums_per_bucket(name, kwargs),
                 "ns_matrices_per_step": sum(ns_calls) / STEPS,
                 "ns_calls": len(ns_calls),
@@ -200,7 +190,7 @@ def ddp_parity(data: list[torch.Tensor], rank: int, world: int) -> list[dict[str
         model = make_model()
         ddp = DistributedDataParallel(model)
         opt = cls(model)
-        ns_calls = record_ns(opt)
+        ns_calls = count_orthogonalized(opt)
         per_step = []
         for tokens in data:
             counter = CountCollectives()
@@ -223,7 +213,7 @@ def ddp_parity(data: list[torch.Tensor], rank: int, world: int) -> list[dict[str
                 "replicas_identical": bool((gathered.view(world, -1) == flat).all()),
                 "layout": engine.layouts[id(model.blocks[0].fc.weight)].kind,
                 "collectives_per_step": per_step,
-                "buckets": len(engine.plan(opt.param_groups[0])[0]),
+                "buckets": len(engine.planned(opt.param_groups[0])),
                 "ns_matrices_per_step": sum(ns_calls) / STEPS,
                 "matrices": len(opt.param_groups[0]["params"]),
             }
@@ -360,6 +350,81 @@ def nonfinite_and_missing(rank: int) -> dict[str, Any]:
     return out
 
 
+def gradients_on_the_first_step(rank: int) -> dict[str, Any]:
+    """No gradient on one rank, or on every rank, at the first step: every rank raises the same error."""
+    out: dict[str, Any] = {}
+    tokens = batches(1, seed=4)[0]
+    for case in ("one_rank", "every_rank"):
+        model = shard(make_model())
+        opt = NorMuon(model)
+        if case == "one_rank":
+            loss_fn(model, tokens).backward()  # FSDP2's backward is collective: every rank runs it
+            if rank == 1:
+                opt.zero_grad(set_to_none=True)
+        out[case] = _error(opt.step)
+    return out
+
+
+def bf16_newton_schulz(data: list[torch.Tensor]) -> dict[str, Any]:
+    """The CUDA default (bf16 Newton–Schulz) emulated on CPU: the default transfer equals one process."""
+    out: dict[str, Any] = {}
+    ref, _ = local_reference(NorMuon, {"ns_dtype": "bfloat16"}, data)
+    for transfer in (None, "bfloat16"):
+        model = shard(make_model())
+        opt = NorMuon(model, ns_dtype="bfloat16")
+        lmd.configure(opt, transfer_dtype=transfer)
+        for tokens in data:
+            step(model, opt, tokens)
+        stats = lmd.engine_of(opt).stats
+        out[str(transfer)] = {
+            "param_rel_diff": max(
+                rel(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True)
+            ),
+            "gather_bytes": stats.bytes["gather"],
+            "scatter_bytes": stats.bytes["scatter"],
+        }
+    return out
+
+
+def matrices_added_after_the_first_step(data: list[torch.Tensor]) -> dict[str, Any]:
+    """A matrix group added with ``add_param_group`` after step 1 is orthogonalized whole, as in one process."""
+
+    def run(model: nn.Module, local: bool) -> tuple[nn.Module, Any]:
+        named = dict(model.named_parameters())
+        late = ["blocks.0.fc.weight", "blocks.1.fc.weight"]
+        early = [n for n, p in named.items() if p.ndim == 2 and n not in late and not n.startswith("wte")]
+        rest = [n for n in named if n not in early and n not in late]
+        opt = Muon(
+            [
+                {"params": [named[n] for n in early], "param_names": early, "branch": "muon"},
+                {"params": [named[n] for n in rest], "param_names": rest, "branch": "adamw"},
+            ]
+        )
+        if local:
+            lmd.configure(opt, mode="local")
+        for i, tokens in enumerate(data[:4]):
+            if i == 1:
+                opt.add_param_group(
+                    {"params": [named[n] for n in late], "param_names": late, "branch": "muon"}
+                )
+            for n in late:
+                named[n].grad = None
+            step(model, opt, tokens)
+        return model, opt
+
+    ref, _ = run(make_model(), local=True)
+    model, opt = run(shard(make_model()), local=False)
+    engine = lmd.engine_of(opt)
+    return {
+        "param_rel_diff": max(
+            rel(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True)
+        ),
+        "late_layouts": sorted(
+            engine.layouts[id(p)].kind for p in opt.param_groups[2]["params"]
+        ),
+    }
+
+
 def statistics_modes(data: list[torch.Tensor], rank: int) -> dict[str, Any]:
     """One RMS-aligned Muon step (λ = 0): update RMS 0.2·lr over each matrix (exact) or each shard (paper)."""
     out: dict[str, Any] = {}
@@ -467,6 +532,9 @@ def main() -> None:
     results["nonfinite"] = nonfinite_and_missing(rank)
     results["statistics"] = statistics_modes(data, rank)
     results["transfer"] = transfer_dtypes(data)
+    results["first_step"] = gradients_on_the_first_step(rank)
+    results["bf16_newton_schulz"] = bf16_newton_schulz(data)
+    results["added_group"] = matrices_added_after_the_first_step(data)
     results["save_on_two"] = save_on_two(data, out_dir, rank)
     if len(sys.argv) > 2:
         results["load_from_one"] = load_from_one(data, Path(sys.argv[2]), out_dir, rank)

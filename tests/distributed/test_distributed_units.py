@@ -23,8 +23,9 @@ from tiny_transformer import batches, loss_fn, make_model  # noqa: E402
 import lightning_muon.distributed as lmd  # noqa: E402
 from lightning_muon import NorMuon  # noqa: E402
 from lightning_muon.core.orthogonalize import JORDAN, newton_schulz  # noqa: E402
-from lightning_muon.optim.base import _as_rows, _finite_flags  # noqa: E402
+from lightning_muon.engine.tensors import as_rows as _as_rows  # noqa: E402
 from lightning_muon.optim.registry import OPTIMIZERS  # noqa: E402
+from lightning_muon.optim.screening import finite_flags as _finite_flags  # noqa: E402
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4, 7])

@@ -71,7 +71,7 @@ def job(
     tmp_path_factory: pytest.TempPathFactory, one_rank: tuple[Path, dict]
 ) -> tuple[list[dict], Path]:
     out = tmp_path_factory.mktemp("job_torch")
-    ranks = run_job(HERE / "job_torch.py", out, world=2, args=(str(one_rank[0]),), timeout=240)
+    ranks = run_job(HERE / "job_torch.py", out, world=2, args=(str(one_rank[0]),), timeout=480)
     assert [r["rank"] for r in ranks] == [0, 1]
     return ranks, out
 
@@ -260,3 +260,37 @@ def test_saved_on_one_rank_resumes_on_two(
         assert loaded["step"] == STEPS
     final = torch.load(job[1] / "one_to_two_final.pt", weights_only=True)
     assert _max_rel(final, one_rank[1]) < TOL
+
+
+def test_a_first_step_without_gradients_raises_the_same_error_on_every_rank(
+    job: tuple[list[dict], Path],
+) -> None:
+    """Decided after the collective flag reduction: no rank raises alone while the others wait."""
+    for rank in job[0]:
+        first = rank["first_step"]
+        assert first["one_rank"].startswith("RuntimeError: NorMuon: gradients of "), first
+        assert "exist on some ranks only" in first["one_rank"]
+        assert first["every_rank"].startswith(
+            "RuntimeError: NorMuon: the first step found no gradient"
+        ), first
+
+
+def test_default_transfer_equals_one_process_with_bf16_newton_schulz(
+    job: tuple[list[dict], Path],
+) -> None:
+    """CUDA's default (bf16 Newton–Schulz) emulated on CPU: inputs travel in fp32, results in bf16."""
+    for rank in job[0]:
+        exact, bf16 = rank["bf16_newton_schulz"]["None"], rank["bf16_newton_schulz"]["bfloat16"]
+        assert exact["param_rel_diff"] < TOL, exact
+        assert exact["scatter_bytes"] == bf16["scatter_bytes"] > 0  # results travel in bf16, exactly
+        assert bf16["gather_bytes"] * 2 == exact["gather_bytes"]  # inputs travel in fp32
+        assert bf16["param_rel_diff"] > 10 * TOL  # the explicit option rounds the input first
+
+
+def test_a_matrix_group_added_after_the_first_step_is_planned_whole(
+    job: tuple[list[dict], Path],
+) -> None:
+    for rank in job[0]:
+        added = rank["added_group"]
+        assert added["late_layouts"] == ["sharded", "sharded"]
+        assert added["param_rel_diff"] < TOL, added

@@ -57,8 +57,7 @@ def test_compiled_elementwise_hooks_match_eager_on_cuda(name):
     out = []
     for compiled in (False, True):
         ps = [torch.nn.Parameter(w.to(CUDA)) for w in init]
-        opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}])
-        opt.compile_elementwise = compiled
+        opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}], compile_elementwise=compiled)
         for step in grads:
             for p, g in zip(ps, step, strict=True):
                 p.grad = g.to(CUDA)
@@ -66,6 +65,17 @@ def test_compiled_elementwise_hooks_match_eager_on_cuda(name):
         out.append([p.detach().float().cpu() for p in ps])
     for a, b in zip(*out, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_sharded_default_transfer_is_exact_with_bf16_newton_schulz_on_cuda():
+    """On CUDA the default Newton–Schulz dtype is bf16: inputs travel in fp32, results in bf16, exactly."""
+    from lightning_muon.core.orthogonalizers import make_orthogonalizer
+
+    orth = make_orthogonalizer("jordan")
+    assert orth.result_dtype(torch.float32, torch.device("cuda")) == torch.bfloat16
+    X = torch.randn(4, 64, 192, device=CUDA)
+    O = orth(X)
+    assert torch.equal(O, O.to(torch.bfloat16).float())  # the scatter in bf16 loses nothing
 
 
 def test_benchmark_runs_on_cuda_and_our_step_beats_the_plain_loop():

@@ -145,10 +145,10 @@ def test_named_pairs_route_by_name_in_add_param_group_and_in_the_constructor(nam
 # ---------------------------------------------------------------- copies
 def configured(name):
     model = net()
-    opt = make(name, model, nonfinite="skip", vocab_size=32)
+    opt = make(
+        name, model, nonfinite="skip", vocab_size=32, ns_form="fast", max_bucket_numel=1 << 10
+    )
     configure(opt, mode="local", statistics="per_shard", transfer_dtype="bfloat16")
-    opt.ns_form = "fast"
-    opt.max_bucket_numel = 1 << 10
     train(model, opt, 2)
     model.hidden.weight.grad = torch.full_like(model.hidden.weight, float("nan"))
     opt.step()  # skipped
@@ -165,8 +165,6 @@ ATTRIBUTES = (
     "skipped_steps",
     "vocab_size",
     "distributed_options",
-    "ns_form",
-    "max_bucket_numel",
 )
 
 
@@ -178,6 +176,7 @@ def test_copies_keep_the_whole_configuration(name, how):
     for attribute in ATTRIBUTES:
         assert getattr(twin, attribute) == getattr(opt, attribute), attribute
         assert attribute in vars(twin), attribute  # an instance value, not the class default
+    assert {(g["ns_form"], g["max_bucket_numel"]) for g in twin.param_groups} == {("fast", 1 << 10)}
     assert str(twin.routing) == str(opt.routing)
     assert [e.name for e in twin.routing.entries] == [e.name for e in opt.routing.entries]
     assert_same(snapshot(opt, all_params(opt)), snapshot(twin, all_params(twin)))

@@ -2,6 +2,7 @@
 and the memory bound of chunked buckets. Each fast path is compared with the copying path."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -115,8 +116,7 @@ def test_peak_temporary_memory_is_bounded_by_the_bucket_size(name):
 
     def peak(per):
         ps = params([shape] * count)
-        opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}])
-        opt.max_bucket_numel = per * numel
+        opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}], max_bucket_numel=per * numel)
         set_grads(ps, 0)
         opt.step()
         return peak_temporary_bytes(opt.step, torch.device("cpu"))
@@ -127,12 +127,13 @@ def test_peak_temporary_memory_is_bounded_by_the_bucket_size(name):
     assert chunked * 3 <= whole
 
 
-def run_steps(name, compiled, steps=3):
+def run_steps(name, compiled, steps=3, momenta=None):
     gen = torch.Generator().manual_seed(0)
     ps = [torch.nn.Parameter(torch.randn(16, 48, generator=gen)) for _ in range(3)]
-    opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}])
-    opt.compile_elementwise = compiled
-    for _ in range(steps):
+    opt = OPTIMIZERS[name]([{"params": ps, "branch": "muon"}], compile_elementwise=compiled)
+    for k in range(steps):
+        if momenta is not None:  # a momentum schedule, as lightning_muon's schedulers write it
+            opt.param_groups[0]["momentum"] = momenta[k]
         for p in ps:
             p.grad = torch.randn(p.shape, generator=gen)
         opt.step()
@@ -157,20 +158,49 @@ def test_a_hook_that_fails_to_compile_runs_eagerly_with_a_warning():
         raise RuntimeError("this backend cannot compile")
 
     torch._dynamo.reset()
-    with pytest.warns(UserWarning, match="torch.compile of _(direction|finalize) failed") as rec:
+    with pytest.warns(UserWarning, match="torch.compile of (begin|finish) failed") as rec:
         fallback, opt = run_steps("muon", "lightning_muon_test_broken")
     assert len(rec) == 2  # once per hook, not once per step
     eager, _ = run_steps("muon", False)
     for a, b in zip(fallback, eager, strict=True):
         assert torch.equal(a, b)  # nothing was applied twice
-    assert opt._compiled_hooks[("_direction", "lightning_muon_test_broken")] is None
+
+
+def test_a_scheduled_momentum_does_not_recompile_the_hooks():
+    """Momentum reaches the graph as a tensor: a schedule that changes it every step reuses the graph."""
+    torch._dynamo.reset()
+    momenta = [0.85, 0.9, 0.93, 0.95]
+    with torch._dynamo.config.patch(error_on_recompile=True), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a recompile would fall back to eager with a warning
+        compiled, _ = run_steps("normuon", "aot_eager", steps=4, momenta=momenta)
+    eager, _ = run_steps("normuon", False, steps=4, momenta=momenta)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_recompile_limit_falls_back_to_eager_with_one_warning():
+    """FailOnRecompileLimitHit is not a TorchDynamoException subclass to rely on: any failure falls back."""
+    torch._dynamo.reset()
+    limit = torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True)
+    with limit, pytest.warns(UserWarning, match="torch.compile of") as rec:
+        # alternating nesterov (a Python bool, guarded) recompiles on the second step
+        gen = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(16, 48, generator=gen)) for _ in range(2)]
+        opt = OPTIMIZERS["muon"]([{"params": ps, "branch": "muon"}], compile_elementwise="aot_eager")
+        for k in range(4):
+            opt.param_groups[0]["nesterov"] = bool(k % 2)
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+    assert 1 <= len(rec) <= 2  # at most once per hook
+    assert all(torch.isfinite(p).all() for p in ps)
 
 
 def test_packed_state_stays_packed_through_save_and_load():
     """torch.save/torch.load keep the shared storage, so a resumed run keeps the zero-copy path."""
     import io
 
-    from lightning_muon.optim.base import _stacked_view
+    from lightning_muon.engine.buckets import stacked_view as _stacked_view
 
     ps = params([(8, 24)] * 3)
     opt = OPTIMIZERS["normuon"]([{"params": ps, "branch": "muon"}])
@@ -192,13 +222,12 @@ def test_packed_state_stays_packed_through_save_and_load():
         assert torch.equal(a, b)
 
 
-def test_ns_form_attribute_selects_the_fast_form_and_is_validated():
+def test_ns_form_argument_selects_the_fast_form_and_is_validated():
     from torch.utils.flop_counter import FlopCounterMode
 
     def run(form):
         ps = params([(16, 64), (16, 64), (64, 16)])
-        opt = OPTIMIZERS["muon"]([{"params": ps, "branch": "muon"}])
-        opt.ns_form = form
+        opt = OPTIMIZERS["muon"]([{"params": ps, "branch": "muon"}], ns_form=form)
         set_grads(ps, 0)
         with FlopCounterMode(display=False) as counter:
             opt.step()
@@ -208,5 +237,33 @@ def test_ns_form_attribute_selects_the_fast_form_and_is_validated():
     assert fast_flops < 0.7 * direct_flops  # aspect 4: 4m²n + 34m³ vs 20m²n + 10m³
     for a, b in zip(default, fast, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="ns_form"):
-        run("turbo")
+    with pytest.raises(ValueError, match="ns_form: 'turbo'"):
+        run("turbo")  # at construction: no step, no state
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ns_form", "turbo"), ("max_bucket_numel", 0), ("compile_elementwise", "")],
+)
+def test_engine_arguments_are_validated_at_construction(key, value):
+    with pytest.raises(ValueError, match=f"Invalid {key}"):
+        OPTIMIZERS["muon"](params([(8, 8)]), **{key: value})
+
+
+def test_engine_arguments_are_recorded_in_the_state_dict_and_old_states_load():
+    ps = params([(8, 24), (8, 24)])
+    opt = OPTIMIZERS["normuon"](ps, ns_form="fast", max_bucket_numel=4096, vocab_size=1000)
+    set_grads(ps, 0)
+    opt.step()
+    saved = opt.state_dict()
+    assert {g["ns_form"] for g in saved["param_groups"]} == {"fast"}
+    assert {g["max_bucket_numel"] for g in saved["param_groups"]} == {4096}
+    old = copy.deepcopy(saved)  # as saved before these keys existed
+    for group in old["param_groups"]:
+        for key in ("ns_form", "max_bucket_numel", "compile_elementwise"):
+            del group[key]
+    resumed = OPTIMIZERS["normuon"](params([(8, 24), (8, 24)]), vocab_size=1000)
+    resumed.load_state_dict(old)
+    group = resumed.param_groups[0]
+    assert (group["ns_form"], group["compile_elementwise"]) == ("auto", False)
+    assert group["max_bucket_numel"] == 1 << 24

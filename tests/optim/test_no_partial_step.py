@@ -144,18 +144,20 @@ def test_a_skipped_step_changes_nothing_but_the_counter(name):
     assert opt.skipped_steps == 1
 
 
-@pytest.mark.xfail(
-    reason="engine options are validated at step time, after the state changed", strict=False
-)
 @pytest.mark.parametrize("name", REGISTRY)
-def test_an_invalid_engine_option_changes_nothing(name):
+def test_an_invalid_engine_option_set_after_construction_changes_nothing(name):
+    """An engine option is a group value; set to garbage later, a step that uses it is refused whole."""
     model, opt = trained_pair(name)
-    opt.ns_form = "bogus"
+    opt.param_groups[0]["ns_form"] = "bogus"  # a group value changed after construction
     params = all_params(opt)
     before = snapshot(opt, params)
-    with pytest.raises(ValueError, match="ns_form"):
+    try:
         bad_grad(lambda m: None)(opt, model)
-    assert_same(before, snapshot(opt, params))
+    except ValueError as err:
+        assert "ns_form" in str(err)
+        assert_same(before, snapshot(opt, params))
+    else:  # the algorithm does not use Newton–Schulz with this setting (SpectralMuon p > 0)
+        assert name == "spectral_muon"
 
 
 def test_every_registry_entry_is_covered():

@@ -1,0 +1,186 @@
+"""Buckets of same-shape matrices: packed state, zero-copy stacks, and the two halves of a step.
+
+A bucket stacks ``N`` same-shape matrices so that ``begin``, the orthogonalizer and ``finish``
+each run once for all of them. Fresh state of a bucket gets one storage per key
+(:func:`pack_states`), so the stacked state is a view and in-place updates need no copy back; a
+one-matrix bucket reads its gradient and state in place. Elsewhere :func:`stack` copies and
+:func:`finish_bucket` writes the state back.
+
+Example:
+    >>> import torch
+    >>> a, b = torch.zeros(2, 3).unbind(0)
+    >>> stack([a, b])._base is not None  # consecutive views of one storage: no copy
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Any, NamedTuple
+
+import torch
+
+from .compiled import ElementwiseHooks
+from .step import Capture, MatrixContext, MatrixStep
+from .tensors import as_rows, is_dtensor, local, matrix_shape, state_dtype
+
+#: Default of ``max_bucket_numel``: one bucket in flight keeps a step's temporary memory below
+#: ~7 fp32 copies of ``max(max_bucket_numel, largest matrix)`` elements (~13 for SpectralMuon's roots).
+DEFAULT_MAX_BUCKET_NUMEL = 1 << 24
+
+
+class BucketWork(NamedTuple):
+    """A bucket between :func:`begin_bucket` and :func:`finish_bucket`."""
+
+    plist: list[torch.Tensor]
+    states: list[dict[str, Any]]
+    keys: list[str]
+    S: dict[str, torch.Tensor]
+    X: torch.Tensor
+
+
+def matrix_buckets(
+    params: list[torch.Tensor], max_bucket_numel: int
+) -> Iterator[tuple[tuple[int, int], list[torch.Tensor]]]:
+    """Same-shape, same-dtype, same-device matrices with gradients, chunked to ``max_bucket_numel``."""
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is None:
+            continue
+        shape = matrix_shape(local(p).shape)
+        buckets.setdefault((shape, p.dtype, p.device), []).append(p)
+    for (shape, _, _), plist in buckets.items():
+        for chunk in chunks(plist, shape, max_bucket_numel):
+            yield shape, chunk
+
+
+def chunks(items: list[Any], shape: tuple[int, int], max_bucket_numel: int) -> Iterator[list[Any]]:
+    """``items`` (matrices of ``shape``) in runs of at most ``max_bucket_numel`` elements (at least one)."""
+    per = max(1, max_bucket_numel // max(1, shape[0] * shape[1]))
+    for start in range(0, len(items), per):
+        yield items[start : start + per]
+
+
+def bucket_states(
+    plist: list[torch.Tensor], step: MatrixStep, state: MutableMapping[torch.Tensor, dict]
+) -> list[dict[str, Any]]:
+    """The state dicts of a bucket, created (and packed) when the whole bucket is fresh."""
+    fresh = not any(state[p] for p in plist)
+    states = []
+    for p in plist:
+        s = state[p]
+        if not s:
+            s["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            s.update(step.init_state(p))
+        states.append(s)
+    if fresh:
+        pack_states(states)
+    return states
+
+
+def begin_bucket(
+    plist: list[torch.Tensor],
+    states: list[dict[str, Any]],
+    step: MatrixStep,
+    hooks: ElementwiseHooks,
+) -> BucketWork:
+    """Stack gradients and state of the local rows, count the step, run ``begin``."""
+    local_rows = local(plist[0]).shape[0]
+    G = stack([as_rows(local(p.grad), local_rows) for p in plist]).to(state_dtype(plist[0]))
+    keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
+    S = {k: stack([as_rows(local(s[k]), local_rows) for s in states]) for k in keys}
+    S["step"] += 1
+    S["step"] = S["step"].view(-1, 1, 1)
+    return BucketWork(plist, states, keys, S, hooks.begin(step, G, S))
+
+
+def finish_bucket(
+    work: BucketWork,
+    O: torch.Tensor,
+    step: MatrixStep,
+    hooks: ElementwiseHooks,
+    ctx: MatrixContext,
+    capture: Capture,
+) -> torch.Tensor:
+    """Capture ``O`` where asked, run ``finish``, write the state back; return ``U``."""
+    if capture.ids:
+        for i, p in enumerate(work.plist):
+            if id(p) in capture.ids:
+                capture.directions[p] = O[i].detach().float().clone()
+    U = hooks.finish(step, O, work.S, ctx)
+    for k in work.keys:
+        targets = [local(s[k]) for s in work.states]
+        if work.S[k].data_ptr() == targets[0].data_ptr():
+            continue  # the stack was a view: the state was updated in place
+        torch._foreach_copy_(
+            targets, [v.view_as(t) for v, t in zip(work.S[k].unbind(0), targets, strict=True)]
+        )
+    return U
+
+
+def apply_update(plist: list[torch.Tensor], U: torch.Tensor, lr: float, weight_decay: float) -> None:
+    """Decoupled weight decay with the base lr, then ``W ← W − lr·U``.
+
+    ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
+    state by stepping with zero gradients and ``lr = 0``).
+    """
+    if lr == 0:
+        return
+    weights = [local(p) for p in plist]
+    if weight_decay:
+        torch._foreach_mul_(weights, 1.0 - lr * weight_decay)
+    torch._foreach_add_(
+        weights,
+        [u.view_as(w).to(w.dtype) for u, w in zip(U.unbind(0), weights, strict=True)],
+        alpha=-lr,
+    )
+
+
+def pack_states(states: list[dict[str, Any]]) -> None:
+    """Give a bucket's fresh state one storage per key: ``state[k]`` become consecutive views.
+
+    :func:`stack` then sees the stacked state without copying it, and the updated state needs no
+    copy back. Keys whose tensors differ in shape, dtype or device, and DTensors, stay separate.
+    A state replaced later (``load_state_dict``) simply takes the copying path.
+    """
+    if len(states) < 2:
+        return
+    for key, first in states[0].items():
+        values = [s.get(key) for s in states]
+        if not isinstance(first, torch.Tensor) or is_dtensor(first):
+            continue
+        if not all(
+            isinstance(v, torch.Tensor)
+            and not is_dtensor(v)
+            and (v.shape, v.dtype, v.device) == (first.shape, first.dtype, first.device)
+            for v in values
+        ):
+            continue
+        for s, view in zip(states, torch.stack(values).unbind(0), strict=True):
+            s[key] = view
+
+
+def stacked_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """The ``(N, ...)`` tensor whose slices are ``tensors``, if they tile one storage in order
+    (packed state, also after ``torch.save``/``torch.load``, which keeps storages shared)."""
+    first = tensors[0]
+    if not first.is_contiguous():
+        return None
+    size = first.numel() * first.element_size()
+    ptr, storage = first.data_ptr(), first.untyped_storage().data_ptr()
+    for i, t in enumerate(tensors[1:], 1):
+        if t.data_ptr() != ptr + i * size or t.shape != first.shape or t.dtype != first.dtype:
+            return None
+        if t.stride() != first.stride() or t.untyped_storage().data_ptr() != storage:
+            return None
+    return first.as_strided((len(tensors), *first.shape), (first.numel(), *first.stride()))
+
+
+def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack along a new first dim without copying when possible: a single tensor, or tensors
+    that are consecutive views of one storage (packed state), become a view, so in-place updates
+    of the stack reach them directly; otherwise ``torch.stack`` copies."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
+    view = stacked_view(tensors)
+    return view if view is not None else torch.stack(tensors)
