@@ -89,10 +89,20 @@ def hyperparameter_names(optimizer_class: type) -> frozenset[str]:
     return frozenset(names - _NOT_HYPERPARAMETERS)
 
 
-def _registry() -> dict[str, type]:
-    from .registry import OPTIMIZERS
+def family_classes(optimizer_class: type) -> list[type]:
+    """Every loaded class of ``optimizer_class``'s family that names its own ``algorithm``.
 
-    return OPTIMIZERS
+    The family's root is the topmost class of the MRO defining ``algorithm``; the registry's six
+    classes and any user subclass are found among its subclasses (no import needed).
+    """
+    root = next(c for c in reversed(optimizer_class.__mro__) if "algorithm" in c.__dict__)
+    found, todo = [], [root]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls is not root and "algorithm" in cls.__dict__:
+            found.append(cls)
+    return found
 
 
 def _switch_hint(loading: str, saved: str) -> str:
@@ -131,7 +141,7 @@ def _check_source(optimizer: Any, saved: dict[str, Any], index: int, label: str)
             )
         return
     # Older state (no record): attribute it by the hyperparameter names it carries.
-    names = {cls: hyperparameter_names(cls) for cls in _registry().values()}
+    names = {cls: hyperparameter_names(cls) for cls in family_classes(mine)}
     names[mine] = frozenset(k for k in optimizer.defaults if k != "differentiable")
     known = frozenset().union(*names.values())
     observed = frozenset(saved) & known
@@ -139,8 +149,8 @@ def _check_source(optimizer: Any, saved: dict[str, Any], index: int, label: str)
     if sources and mine not in sources:
         source = sources[0].__name__
         raise ValueError(
-            f"{label}: the state was saved by {source} (inferred from its hyperparameters "
-            f"{sorted(observed - names[mine])}), not {mine.__name__}. "
+            f"{label}: the state was saved by {source} (inferred from the hyperparameters in which "
+            f"the two differ: {sorted(observed ^ names[mine])}), not {mine.__name__}. "
             + _switch_hint(mine.__name__, source)
         )
     if not sources and observed - names[mine]:
@@ -148,11 +158,6 @@ def _check_source(optimizer: Any, saved: dict[str, Any], index: int, label: str)
             f"{label}: param group {index} has hyperparameters {sorted(observed - names[mine])} that "
             f"{mine.__name__} does not have: it was saved by another optimizer. "
             + _switch_hint(mine.__name__, "the other class")
-        )
-    if len(sources) > 1:
-        raise ValueError(
-            f"{label}: cannot tell which optimizer saved param group {index} (its keys fit "
-            f"{', '.join(sorted(c.__name__ for c in sources))}); save it again with this version"
         )
 
 
