@@ -30,7 +30,7 @@ from ..engine.local import LocalExecutor, MatrixGroup
 from ..engine.step import Capture, MatrixStep
 from .adamw_branch import adamw_group_step
 from .checkpoint import StateDictMixin
-from .hyperparameters import Check, check_group, document
+from .hyperparameters import Check, check_group, document, merge_signature
 from .param_groups import add_param_group, check_param_group
 from .routing import _reject_fsdp1, route_parameters
 from .screening import screen_gradients
@@ -65,6 +65,7 @@ class MuonFamilyOptimizer(StateDictMixin):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        merge_signature(cls)
         document(cls)
 
     def __init__(
@@ -206,6 +207,8 @@ class MuonFamilyOptimizer(StateDictMixin):
         executor = self.executor()
         if not screen_gradients(self, executor):
             return loss
+        # every group's algorithm and orthogonalizer is built before anything changes
+        steps = {id(g): self.matrix_step(g) for g in self.param_groups if g["branch"] == "muon"}
         self.captured_directions = {}
         capture = Capture(self._capture, self.captured_directions)
         for group in self.param_groups:
@@ -218,7 +221,7 @@ class MuonFamilyOptimizer(StateDictMixin):
             executor.run(
                 MatrixGroup(
                     group["params"],
-                    self.matrix_step(group),
+                    steps[id(group)],
                     self.state,
                     float(group["lr"]),  # a one-element tensor lr is accepted
                     group["weight_decay"],
