@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .normalize import safe_frobenius_norm
+
 Coefficients = tuple[float, float, float]
 
 
@@ -259,7 +261,7 @@ def newton_schulz(
     batch, lead = _as_batch(X)
     # The normalisation happens in (at least) fp32, before the cast to ``compute``.
     wide = torch.promote_types(batch.dtype, torch.float32)
-    norm = torch.linalg.vector_norm(batch, dim=(-2, -1), keepdim=True, dtype=wide)
+    norm = safe_frobenius_norm(batch, dtype=wide)  # finite for any finite input (no overflow)
     Y0 = torch.empty(batch.shape, dtype=compute, device=X.device)
     torch.div(batch, norm * table.norm_scale + eps, out=Y0)
     tall = batch.size(-2) > batch.size(-1)
