@@ -48,3 +48,8 @@ def error_params(family: str | None = None) -> list:
         for name in available_names(family)
         for i, case in enumerate(SPECS[name].invalid)
     ]
+
+
+def invalid_args(name: str) -> list[tuple[dict, str]]:
+    """``(kwargs, argument)`` of every error input of the registry entry ``name``."""
+    return [(dict(case.kwargs), case.argument) for case in SPECS[name].invalid]

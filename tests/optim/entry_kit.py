@@ -10,8 +10,6 @@ from torch import nn
 
 from lightning_muon.optim.registry import OPTIMIZERS
 
-from ..optim_specs import TEST_KWARGS
-
 NAMES = sorted(OPTIMIZERS)
 VOCAB = 32
 
@@ -38,7 +36,7 @@ def net(seed: int = 0) -> Net:
 
 
 def make(name: str, model: Any, **kwargs: Any) -> torch.optim.Optimizer:
-    return OPTIMIZERS[name](model, **{**TEST_KWARGS[name], **kwargs})
+    return OPTIMIZERS[name](model, **kwargs)
 
 
 def backward(model: nn.Module, seed: int) -> None:

@@ -18,7 +18,6 @@ from torch import nn
 
 from lightning_muon.optim.registry import OPTIMIZERS
 
-from ..optim_specs import TEST_KWARGS
 from .entry_kit import NAMES, all_params, assert_same, snapshot
 
 ENTRY_POINTS = (
@@ -61,7 +60,7 @@ def setups(draw) -> dict[str, Any]:
 def build(setup: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(setup["seed"])
     model = Layers(setup["widths"], setup["embed"], setup["bias"])
-    return model, OPTIMIZERS[setup["name"]](model, **TEST_KWARGS[setup["name"]])
+    return model, OPTIMIZERS[setup["name"]](model)
 
 
 def step(opt: torch.optim.Optimizer, params: list[torch.Tensor], index: int, setup: dict) -> None:
@@ -96,11 +95,11 @@ def twin_of(opt: torch.optim.Optimizer, how: str) -> torch.optim.Optimizer:
         return copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
     groups = regroup(opt, clone_params(all_params(opt)))
     if how == "add_param_group":
-        twin = cls(groups[:1], **TEST_KWARGS.get(cls.algorithm, {}))
+        twin = cls(groups[:1])
         for group in groups[1:]:
             twin.add_param_group(group)
     else:
-        twin = cls(groups, **TEST_KWARGS.get(cls.algorithm, {}))
+        twin = cls(groups)
     if how == "constructor" and not opt.state:
         return twin
     if how in ("load_state_dict", "constructor", "add_param_group"):

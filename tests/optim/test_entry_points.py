@@ -15,7 +15,7 @@ from torch import nn
 import lightning_muon as lm
 from lightning_muon.distributed import configure
 
-from ..optim_specs import INVALID_ARGS
+from ..optim_specs import invalid_args
 from .entry_kit import (
     NAMES,
     REGISTRY,
@@ -32,7 +32,7 @@ from .entry_kit import (
 ADD_CASES = [
     lane(name, args, key)
     for name in NAMES
-    for args, key in INVALID_ARGS[name]
+    for args, key in invalid_args(name)
     if key in ("lr", "momentum") and not {"nonfinite", "vocab_size"} & set(args)
 ] + [lane(name, {"momentum": 2.0}, "momentum") for name in NAMES]
 

@@ -14,7 +14,7 @@ import torch
 
 from lightning_muon.optim.registry import OPTIMIZERS
 
-from ..optim_specs import INVALID_ARGS
+from ..optim_specs import invalid_args
 from .entry_kit import (
     NAMES,
     REGISTRY,
@@ -39,7 +39,7 @@ NOT_GROUP_VALUES = {"nonfinite", "vocab_size"}
 GROUP_CASES = [
     pytest.param(name, args, key, marks=() if key in ("lr", "momentum") else pytest.mark.slow)
     for name in NAMES
-    for args, key in [*INVALID_ARGS[name], ({"lr": "fast"}, "lr")]
+    for args, key in [*invalid_args(name), ({"lr": "fast"}, "lr")]
     if not NOT_GROUP_VALUES & set(args)
 ]
 
