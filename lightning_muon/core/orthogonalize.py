@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .ns_dtype import default_ns_dtype
+
 Coefficients = tuple[float, float, float]
 
 
@@ -88,14 +90,6 @@ POLAR_EXPRESS = NewtonSchulzTable(
 
 NAMED_TABLES: dict[str, NewtonSchulzTable] = {t.name: t for t in (JORDAN, YOU, POLAR_EXPRESS)}
 ORTHOGONALIZER_NAMES = (*NAMED_TABLES, "svd")
-
-
-def default_ns_dtype(device: torch.device) -> torch.dtype:
-    """The Newton–Schulz compute dtype for a device: bf16 on CUDA, fp32 elsewhere.
-
-    CPUs without bf16 matrix units run bf16 matmuls 20× slower than fp32, so the CPU default is fp32.
-    """
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def _as_batch(X: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
@@ -241,7 +235,8 @@ def newton_schulz(
         table: coefficient schedule (and its input normalisation).
         steps: number of iterations.
         eps: added to the scaled Frobenius norm, so a zero input gives a zero output.
-        dtype: compute dtype; ``None`` picks :func:`default_ns_dtype` for ``X``'s device.
+        dtype: compute dtype; ``None`` picks :func:`~lightning_muon.core.ns_dtype.default_ns_dtype`
+            for ``X``'s device (bf16 where the hardware multiplies it fast, else fp32).
         form: ``"auto"`` or ``"fast"`` (chosen by shape and dtype, :func:`ns_form`), ``"direct"``
             or ``"gram"``.
 

@@ -123,7 +123,7 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "rms_target": H("the update RMS of the ``\"moonlight\"`` and ``\"rms\"`` rules.", check_positive),
     "ns_eps": H("epsilon of the Newton–Schulz input normalisation ``X/(‖X‖_F + eps)``.", check_positive),
     "ns_dtype": H(
-        "Newton–Schulz compute dtype (``\"float32\"``, ``\"bfloat16\"``, …); ``None``: bf16 on CUDA, fp32 elsewhere.",
+        "Newton–Schulz compute dtype (``\"float32\"``, ``\"bfloat16\"``, …); ``None``: the device's fast dtype (bf16 on CUDA and on CPUs with fast bf16 GEMM, fp16 on older GPUs, fp32 otherwise; ``LIGHTNING_MUON_NS_DTYPE`` forces it).",
         _optional_choice(tuple(DTYPES)),
     ),
     "ns_form": H(

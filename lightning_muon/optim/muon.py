@@ -58,8 +58,8 @@ class Muon(MuonFamilyOptimizer):
     Everything else (embeddings, heads, norms, biases) takes AdamW with lr ``η·adamw_lr_ratio``.
     Defaults follow Keller Jordan's reference (lr 0.02 "in units of spectral norm per update",
     momentum 0.95, Nesterov, 5 Jordan steps, aux Adam lr 3e-4 = 0.015·0.02, betas (0.9, 0.95),
-    eps 1e-10) with ``torch.optim.Muon``'s update semantics. Newton–Schulz runs in fp32 on CPUs and
-    bf16 on CUDA unless ``ns_dtype`` says otherwise. Do not use Muon for embeddings or output heads:
+    eps 1e-10) with ``torch.optim.Muon``'s update semantics. Newton–Schulz runs in bf16 where the hardware
+    multiplies bf16 fast (CUDA, CPUs with bf16 matrix units), else fp32, unless ``ns_dtype`` says otherwise. Do not use Muon for embeddings or output heads:
     routing keeps them on AdamW.
 
     Args:
