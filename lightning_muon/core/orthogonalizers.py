@@ -53,7 +53,8 @@ class Orthogonalizer(ABC):
 
     @abstractmethod
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        """The result for every stacked matrix of ``X``, in ``X``'s dtype."""
+        """The result for every stacked matrix of ``X``, in ``X``'s dtype: a new tensor the caller
+        owns (never ``X`` or a view of it; the caller may overwrite it)."""
 
     @abstractmethod
     def flops(self, m: int, n: int, device: torch.device) -> int:

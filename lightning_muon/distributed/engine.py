@@ -313,8 +313,8 @@ class DistributedEngine:
         bucket, transport = job.bucket, job.transport
         O = transport.local(job.pending, job.work.X.dtype)
         ctx = MatrixContext(bucket.shape, transport.matrix_sum)
-        U = finish_bucket(job.work, O, group.step, group.hooks, ctx, group.capture)
-        apply_update(bucket.params, U, group.lr, group.weight_decay)
+        U, scale = finish_bucket(job.work, O, group.step, group.hooks, ctx, group.capture)
+        apply_update(bucket.params, U, group.lr, group.weight_decay, scale)
         if group.capture.ids and transport.sharded:
             _as_dtensors(group.capture.directions, bucket)
 

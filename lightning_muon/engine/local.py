@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..core.normalize import local_matrix_sum
+from ..core.workspace import thread_workspace
 from .buckets import (
     DEFAULT_MAX_BUCKET_NUMEL,
     apply_update,
@@ -92,9 +93,9 @@ class LocalExecutor:
             if shape[0] * shape[1] == 0:
                 continue
             states = bucket_states(plist, group.step, group.state)
-            work = begin_bucket(plist, states, group.step, group.hooks)
+            work = begin_bucket(plist, states, group.step, group.hooks, thread_workspace())
             O = group.step.orthogonalizer(work.X)
             ctx = MatrixContext(shape, local_matrix_sum)
-            U = finish_bucket(work, O, group.step, group.hooks, ctx, group.capture)
-            apply_update(plist, U, group.lr, group.weight_decay)
+            U, scale = finish_bucket(work, O, group.step, group.hooks, ctx, group.capture)
+            apply_update(plist, U, group.lr, group.weight_decay, scale)
             del U, O, work  # not alive while the next bucket is computed: peak memory is one bucket's

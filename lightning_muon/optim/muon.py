@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..core.momentum import ema_, nesterov
+from ..core.momentum import ema_, nesterov_
 from ..core.normalize import rms_align
 from ..core.scaling import shape_scale
 from ..engine.step import MatrixContext, MatrixStep
@@ -25,9 +25,9 @@ def apply_scale(U: torch.Tensor, h: Mapping[str, Any], ctx: MatrixContext) -> to
 
 
 def momentum_direction(G: torch.Tensor, S: dict[str, torch.Tensor], h: Mapping[str, Any]) -> torch.Tensor:
-    """``M ← βM + (1-β)G``; the Nesterov look-ahead ``(1-β)G + βM`` or ``M``."""
+    """``M ← βM + (1-β)G``; the Nesterov look-ahead ``(1-β)G + βM`` (written into the scratch ``G``) or ``M``."""
     M = ema_(S["momentum_buffer"], G, h["momentum"])
-    return nesterov(G, M, h["momentum"]) if h["nesterov"] else M
+    return nesterov_(G, M, h["momentum"]) if h["nesterov"] else M
 
 
 class MuonStep(MatrixStep):
@@ -41,6 +41,11 @@ class MuonStep(MatrixStep):
 
     def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
         return apply_scale(O, self.h, ctx)
+
+    def static_scale(self, ctx: MatrixContext) -> float | None:
+        if type(self).finish is not MuonStep.finish or self.h["scale"] == "rms":
+            return None  # a subclass's own finish, or a per-step statistic
+        return shape_scale(*ctx.shape, self.h["scale"], self.h["rms_target"])
 
 
 class Muon(MuonFamilyOptimizer):
