@@ -38,6 +38,8 @@ class BucketWork(NamedTuple):
     keys: list[str]
     S: dict[str, torch.Tensor]
     X: torch.Tensor
+    finite: torch.Tensor | None = None
+    saved: dict[str, torch.Tensor] | None = None
 
 
 def matrix_buckets(
@@ -85,6 +87,7 @@ def begin_bucket(
     step: MatrixStep,
     hooks: ElementwiseHooks,
     workspace: Workspace | None = None,
+    finite: torch.Tensor | None = None,
 ) -> BucketWork:
     """Copy the gradients of the local rows into a scratch stack (in ``workspace``'s ``"grad"``
     slot, or fresh), stack the state, count the step, run ``begin``.
@@ -92,7 +95,8 @@ def begin_bucket(
     The stack is the step's own copy in the state dtype, so ``begin`` may overwrite it: the
     orthogonalizer input is then written once (copy, then e.g. the Nesterov look-ahead in place).
     A ``workspace`` view is reused by the next bucket: pass one only when a bucket's ``X`` is
-    consumed before the next bucket begins.
+    consumed before the next bucket begins. With a ``finite`` flag the state is saved first, so
+    :func:`finish_bucket` can restore it on the device when the flag is false.
     """
     local_rows = local(plist[0]).shape[0]
     grads = [as_rows(local(p.grad), local_rows) for p in plist]
@@ -104,9 +108,15 @@ def begin_bucket(
     torch._foreach_copy_(list(G.unbind(0)), grads)
     keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
     S = {k: stack([as_rows(local(s[k]), local_rows) for s in states]) for k in keys}
+    saved = None
+    if finite is not None:
+        saved = {}
+        for k, v in S.items():
+            copy = workspace.get(f"saved:{k}", v.shape, v.dtype, v.device) if workspace else None
+            saved[k] = v.clone() if copy is None else copy.copy_(v)
     S["step"] += 1
     S["step"] = S["step"].view(-1, 1, 1)
-    return BucketWork(plist, states, keys, S, hooks.begin(step, G, S))
+    return BucketWork(plist, states, keys, S, hooks.begin(step, G, S), finite, saved)
 
 
 def finish_bucket(
@@ -126,6 +136,11 @@ def finish_bucket(
                 capture.directions[p] = O[i].detach().float().clone()
     factor = step.static_scale(ctx)
     U = O if factor is not None else hooks.finish(step, O, work.S, ctx)
+    if work.saved is not None:  # a false flag restores the state and zeroes the update
+        for k, v in work.saved.items():
+            target = work.S[k]
+            torch.where(work.finite, target, v.view_as(target), out=target)
+        U = U.masked_fill_(work.finite.logical_not(), 0.0)
     for k in work.keys:
         targets = [local(s[k]) for s in work.states]
         if work.S[k].data_ptr() == targets[0].data_ptr():
@@ -137,9 +152,17 @@ def finish_bucket(
 
 
 def apply_update(
-    plist: list[torch.Tensor], U: torch.Tensor, lr: float, weight_decay: float, scale: float = 1.0
+    plist: list[torch.Tensor],
+    U: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+    scale: float = 1.0,
+    finite: torch.Tensor | None = None,
 ) -> None:
     """Decoupled weight decay with the base lr, then ``W ← W − lr·scale·U`` (one pass per matrix).
+
+    With a ``finite`` flag the decay factor is ``1 − lr·λ·finite`` (a device tensor: no host read;
+    :func:`finish_bucket` has zeroed ``U`` already).
 
     ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
     state by stepping with zero gradients and ``lr = 0``).
@@ -147,7 +170,10 @@ def apply_update(
     if lr == 0:
         return
     weights = [local(p) for p in plist]
-    if weight_decay:
+    if weight_decay and finite is not None:
+        decay = 1.0 - (lr * weight_decay) * finite.to(weights[0].dtype)
+        torch._foreach_mul_(weights, decay)
+    elif weight_decay:
         torch._foreach_mul_(weights, 1.0 - lr * weight_decay)
     torch._foreach_add_(
         weights,

@@ -63,6 +63,8 @@ def test_normalisation_is_overflow_safe(dtype, magnitude):
     out = newton_schulz(scaled, JORDAN, dtype=dtype)
     reference = newton_schulz(X.float(), JORDAN, dtype=dtype)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, reference, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
+    torch.testing.assert_close(
+        out, reference, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0
+    )
     error = (out.double() - exact_polar(X)).norm() / exact_polar(X).norm()
     assert error < 0.3  # Jordan's quintic leaves ~0.2 on Gaussian input
