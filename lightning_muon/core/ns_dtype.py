@@ -56,7 +56,9 @@ def default_ns_dtype(device: torch.device | str) -> torch.dtype:
         return DTYPES[forced]
     device = torch.device(device)
     if device.type == "cuda":
-        return _cuda_dtype(device.index if device.index is not None else torch.cuda.current_device())
+        return _cuda_dtype(
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
     if device.type == "cpu":
         return torch.bfloat16 if cpu_bf16_is_fast() else torch.float32
     return torch.float32

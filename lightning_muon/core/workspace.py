@@ -36,7 +36,11 @@ class Workspace:
         self._buffers: dict[tuple, torch.Tensor] = {}
 
     def get(
-        self, slot: str, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device
+        self,
+        slot: str,
+        shape: tuple[int, ...] | torch.Size,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor:
         """An uninitialised contiguous tensor of ``shape`` backed by the slot's buffer."""
         numel = math.prod(shape)
