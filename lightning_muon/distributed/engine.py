@@ -299,7 +299,7 @@ class DistributedEngine:
         current, previous = self._begin(flights[0], group), None
         for k in range(len(flights)):
             following = self._begin(flights[k + 1], group) if k + 1 < len(flights) else None
-            self._orthogonalize(current, group)
+            self._compute(current, group)
             if previous is not None:
                 self._finish(previous, group)
             previous, current = current, following
@@ -311,7 +311,7 @@ class DistributedEngine:
         work = begin_bucket(bucket.params, states, group.step, group.hooks, None, group.finite)
         return _InFlight(bucket, transport, work, transport.start_gather(work.X))
 
-    def _orthogonalize(self, job: _InFlight, group: MatrixGroup) -> None:
+    def _compute(self, job: _InFlight, group: MatrixGroup) -> None:
         X = job.transport.owned(job.pending)
         self.stats.orthogonalized += X.shape[0]
         O = group.step.orthogonalizer(X) if X.shape[0] else X

@@ -30,7 +30,7 @@ from ..engine.local import LocalExecutor, MatrixGroup
 from ..engine.step import Capture, MatrixStep
 from .adamw_branch import adamw_group_step
 from .checkpoint import StateDictMixin
-from .hyperparameters import Check, check_group, document
+from .hyperparameters import Check, check_group, document, merge_signature
 from .routing import _reject_fsdp1, route_parameters
 from .screening import screen_gradients
 
@@ -59,6 +59,7 @@ class MuonFamilyOptimizer(StateDictMixin):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        merge_signature(cls)
         document(cls)
 
     def __init__(
@@ -211,6 +212,8 @@ class MuonFamilyOptimizer(StateDictMixin):
         proceed, finite = screen_gradients(self, executor)
         if not proceed:
             return loss
+        # every group's algorithm and orthogonalizer is built before anything changes
+        steps = {id(g): self.matrix_step(g) for g in self.param_groups if g["branch"] == "muon"}
         self.captured_directions = {}
         capture = Capture(self._capture, self.captured_directions)
         for group in self.param_groups:
@@ -223,7 +226,7 @@ class MuonFamilyOptimizer(StateDictMixin):
             executor.run(
                 MatrixGroup(
                     group["params"],
-                    self.matrix_step(group),
+                    steps[id(group)],
                     self.state,
                     group["lr"],
                     group["weight_decay"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -82,10 +83,20 @@ def _power(name: str, value: Any) -> None:
 
 
 def _backend(name: str, value: Any) -> None:
-    if not isinstance(value, bool) and not (isinstance(value, str) and value):
-        raise ValueError(
-            f"Invalid {name}: {value!r} (expected False, True (inductor) or a torch.compile backend name)"
-        )
+    if isinstance(value, bool):
+        return
+    backends: list[str] = []
+    if isinstance(value, str) and value:
+        from torch._dynamo import list_backends  # only when a backend is named: a heavy import
+
+        backends = list_backends(exclude_tags=())
+        if value in backends:
+            return
+    raise ValueError(
+        f"Invalid {name}: {value!r} (expected False, True (inductor) or a torch.compile backend name"
+        + (f": {', '.join(backends)}" if backends else "")
+        + ")"
+    )
 
 
 H = Hyperparameter
@@ -197,6 +208,36 @@ def _init_arguments(cls: type) -> list[str]:
     return names
 
 
+def merge_signature(cls: type) -> None:
+    """Give ``cls.__init__`` the signature it really has: its own arguments, then (keyword-only)
+    those its ``**kwargs`` pass on to the parents, so ``inspect.signature(cls)``, ``help()`` and
+    the factories see every argument with its default."""
+    init = cls.__dict__.get("__init__")
+    if init is None:
+        return
+    own = inspect.signature(init)
+    params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    if len(params) == len(own.parameters):
+        return
+    names = {p.name for p in params}
+    for klass in cls.__mro__[1:]:
+        parent = klass.__dict__.get("__init__")
+        if parent is None:
+            continue
+        hints = typing.get_type_hints(parent)  # resolved here: the parent's module knows its names
+        inherited = [
+            p.replace(kind=p.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(parent).parameters.values()
+            if p.name not in names and p.name not in ("self", "defaults")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        params += inherited
+        names |= {p.name for p in inherited}
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(parent).parameters.values()):
+            break
+    init.__signature__ = own.replace(parameters=params)
+
+
 def document(cls: type) -> None:
     """Rewrite the ``Args:`` section of ``cls.__doc__``: every ``__init__`` argument in signature order,
     each with the class's own text where it has one (its docstring, then ``cls.arg_docs``), else the
@@ -233,5 +274,6 @@ __all__ = [
     "OrthogonalizerSpec",
     "check_group",
     "document",
+    "merge_signature",
     "own_arguments",
 ]

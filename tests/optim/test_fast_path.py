@@ -243,7 +243,12 @@ def test_ns_form_argument_selects_the_fast_form_and_is_validated():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("ns_form", "turbo"), ("max_bucket_numel", 0), ("compile_elementwise", "")],
+    [
+        ("ns_form", "turbo"),
+        ("max_bucket_numel", 0),
+        ("compile_elementwise", ""),
+        ("compile_elementwise", "no_such_backend"),
+    ],
 )
 def test_engine_arguments_are_validated_at_construction(key, value):
     with pytest.raises(ValueError, match=f"Invalid {key}"):
