@@ -26,13 +26,43 @@ def local_matrix_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 def frobenius_norm(x: torch.Tensor, matrix_sum: MatrixSum = local_matrix_sum) -> torch.Tensor:
-    """``‖X‖_F`` of each stacked matrix, shape ``(N, 1, 1)``, from row norms (no temporary of ``x``'s size)."""
+    """``‖X‖_F`` of each stacked matrix, shape ``(N, 1, 1)``, from row norms (no temporary of ``x``'s size).
+
+    Meant for bounded inputs (orthogonalized directions and their normalised forms); use
+    :func:`safe_frobenius_norm` for raw gradients and momenta, whose squares can overflow.
+    """
     return matrix_sum(row_square_sum(x)).sqrt()
 
 
 def row_square_sum(x: torch.Tensor) -> torch.Tensor:
     """``Σ_cols x²`` per row, ``(N, m, n) → (N, m, 1)``, in one read of ``x`` (no squared copy)."""
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+
+
+def safe_frobenius_norm(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``‖X‖_F`` over the last two dims (shape ``(..., 1, 1)``), finite for every finite ``X``.
+
+    The plain sum of squares overflows once ``‖X‖_F`` exceeds ``sqrt(finfo.max)`` (about 1.8e19 in
+    fp32: one gradient spike of 1e20 is enough), and an infinite norm turns ``X/‖X‖_F`` into zero.
+    The fast sum of squares is kept where it is finite; the matrices where it is not are
+    recomputed as ``s·‖X/s‖_F`` with ``s = max|X|`` (every scaled entry is at most 1, so no square
+    overflows). ``dtype`` is the accumulation dtype (default: ``x``'s).
+
+    Example:
+        >>> x = torch.full((1, 4, 4), 1e20)
+        >>> torch.linalg.vector_norm(x, dim=(-2, -1)).item()
+        inf
+        >>> safe_frobenius_norm(x).item()
+        4.0000000801635094e+20
+    """
+    norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True, dtype=dtype)
+    if bool(torch.isfinite(norm).all()):
+        return norm
+    wide = x if dtype is None else x.to(dtype)
+    scale = wide.abs().amax(dim=(-2, -1), keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scaled = scale * torch.linalg.vector_norm(wide / scale, dim=(-2, -1), keepdim=True)
+    return torch.where(torch.isfinite(norm), norm, scaled)
 
 
 def row_mean_square(O: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,10 @@ Two ways an optimizer ends up wrong without any error from PyTorch or Lightning:
   an output head from a hidden matrix.
 
 :func:`check_live_parameters` detects both by comparing the optimizer's parameters and their
-recorded names with ``module.named_parameters()``.
+recorded names with ``module.named_parameters()`` (:class:`~lightning_muon.MuonMixin` calls it).
+:class:`LiveParametersGuard`, which Lightning adds to every ``Trainer`` through an entry point,
+checks the first (exact, on every rank together) for any module, e.g. under the stock
+``LightningCLI``.
 
 Example:
     >>> import torch
@@ -21,6 +24,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.optim import Optimizer
 
@@ -48,19 +54,11 @@ def check_live_parameters(optimizer: Optimizer, module: nn.Module) -> None:
 
     if not is_muon_family(type(optimizer)):
         return
-    _reshard_fsdp2(module)
-    live = {id(p): name for name, p in module.named_parameters()}
-    held = [p for group in optimizer.param_groups for p in group["params"]]
-    stale = [p for p in held if id(p) not in live]
-    label = type(optimizer).__name__
+    stale = stale_parameters(optimizer, module)
     if stale:
-        shapes = ", ".join(str(tuple(p.shape)) for p in stale[:5])
-        raise StaleParametersError(
-            f"{label} holds {len(stale)} of {len(held)} parameters that are not parameters of "
-            f"{type(module).__name__} any more (shapes {shapes}{', ...' if len(stale) > 5 else ''}"
-            "). It was built before the model's parameters were replaced (configure_model / "
-            "FSDP2 fully_shard), so training would silently change nothing. " + FIX
-        )
+        raise StaleParametersError(_stale_message(optimizer, module, stale))
+    live = {id(p): name for name, p in module.named_parameters()}
+    label = type(optimizer).__name__
     unnamed = []
     for group in optimizer.param_groups:
         names = group.get("param_names") or []
@@ -75,6 +73,58 @@ def check_live_parameters(optimizer: Optimizer, module: nn.Module) -> None:
             "e.g. from `model.parameters()` by the stock LightningCLI, so it routed by shape only "
             "and may orthogonalize embeddings or the output head. " + FIX
         )
+
+
+def stale_parameters(optimizer: Optimizer, module: nn.Module) -> list:
+    """The parameters ``optimizer`` holds that are not (by identity) parameters of ``module``."""
+    _reshard_fsdp2(module)
+    live = {id(p) for p in module.parameters()}
+    return [p for group in optimizer.param_groups for p in group["params"] if id(p) not in live]
+
+
+def _stale_message(optimizer: Optimizer, module: nn.Module, stale: list) -> str:
+    held = sum(len(group["params"]) for group in optimizer.param_groups)
+    shapes = ", ".join(str(tuple(p.shape)) for p in stale[:5])
+    return (
+        f"{type(optimizer).__name__} holds {len(stale)} of {held} parameters that are not parameters of "
+        f"{type(module).__name__} any more (shapes {shapes}{', ...' if len(stale) > 5 else ''}"
+        "). It was built before the model's parameters were replaced (configure_model / "
+        "FSDP2 fully_shard), so those would silently never train. " + FIX
+    )
+
+
+class LiveParametersGuard(Callback):
+    """Refuse to train when a Muon-family optimizer holds parameters the module no longer has.
+
+    Added to every ``Trainer`` through Lightning's ``lightning.pytorch.callbacks_factory`` entry
+    point, so it also covers the stock ``LightningCLI --optimizer`` (which builds the optimizer
+    from ``model.parameters()`` before ``configure_model``) and modules without
+    :class:`~lightning_muon.MuonMixin`. At the start of training every rank compares the
+    optimizer's parameters with the module's (object identity, exact) and the ranks decide
+    together: if any rank finds a stale parameter, every rank raises :class:`StaleParametersError`
+    (none is left waiting in a collective). Other optimizers are not checked.
+    """
+
+    def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        from lightning_muon.lightning.factory import is_muon_family
+
+        found = ""
+        for optimizer in trainer.optimizers:
+            if is_muon_family(type(optimizer)):
+                stale = stale_parameters(optimizer, pl_module)
+                if stale:
+                    found = _stale_message(optimizer, pl_module, stale)
+                    break
+        if trainer.strategy.reduce_boolean_decision(bool(found), all=False):
+            raise StaleParametersError(
+                found
+                or "another process found a Muon-family optimizer holding stale parameters. " + FIX
+            )
+
+
+def callbacks_factory() -> list[Callback]:
+    """The entry point Lightning loads for every ``Trainer`` (``lightning.pytorch.callbacks_factory``)."""
+    return [LiveParametersGuard()]
 
 
 def _reshard_fsdp2(module: nn.Module) -> None:

@@ -55,7 +55,7 @@ def adamw_group_step(
         "amsgrad": False,
         "beta1": beta1,
         "beta2": beta2,
-        "lr": group["lr"] * group["adamw_lr_ratio"],
+        "lr": float(group["lr"]) * group["adamw_lr_ratio"],  # a one-element tensor lr is accepted
         "weight_decay": group["adamw_weight_decay"],
         "eps": group["adamw_eps"],
         "maximize": False,

@@ -31,6 +31,7 @@ from ..engine.step import Capture, MatrixStep
 from .adamw_branch import adamw_group_step
 from .checkpoint import StateDictMixin
 from .hyperparameters import Check, check_group, document, merge_signature
+from .param_groups import add_param_group, check_param_group
 from .routing import _reject_fsdp1, route_parameters
 from .screening import screen_gradients
 
@@ -44,6 +45,11 @@ class MuonFamilyOptimizer(StateDictMixin):
     A subclass sets :attr:`step_class` (its :class:`~lightning_muon.engine.step.MatrixStep`), its
     :attr:`algorithm` name and an ``__init__`` listing its own hyperparameters with their
     defaults, passing the rest on: ``super().__init__(params, own_arguments(locals()), **kwargs)``.
+
+    Every way of changing an optimizer keeps the constructor's checks: :meth:`add_param_group`
+    routes and validates, ``load_state_dict`` refuses another algorithm's state, wrong shapes and
+    invalid group values before changing anything, ``copy.deepcopy`` and ``pickle`` keep the whole
+    configuration. Unlike ``torch.optim``, a first :meth:`step` with no gradient anywhere raises.
 
     Args:
         params: an ``nn.Module``, ``named_parameters()``, tensors, or param groups with ``branch``.
@@ -97,19 +103,12 @@ class MuonFamilyOptimizer(StateDictMixin):
                 "parameters were routed to AdamW); use torch.optim.AdamW for this model, or mark groups with "
                 "branch='muon'. Routing:\n" + str(self.routing)
             )
+        self.vocab_size = vocab_size
+        self._constructing = True  # torch's __init__ adds the groups routed above
         super().__init__(groups, defaults)
+        del self._constructing
         for i, group in enumerate(self.param_groups):
-            self._validate_group(group, f" (param group {i})")
-            for p in group["params"]:
-                if group["branch"] == "muon" and p.ndim < 2:
-                    raise ValueError(
-                        f"{type(self).__name__}: parameter {self._name_of(p)} of shape {tuple(p.shape)} is in a "
-                        "branch='muon' group but is not a matrix; put 1-D parameters in a branch='adamw' group"
-                    )
-                if p.is_complex():
-                    raise ValueError(
-                        f"{type(self).__name__} does not support complex parameters: {self._name_of(p)}"
-                    )
+            check_param_group(self, group, f" (param group {i})")
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         self._capture: set[int] = set()
@@ -121,6 +120,17 @@ class MuonFamilyOptimizer(StateDictMixin):
             check_group(group, self.checks)
         except ValueError as err:
             raise ValueError(f"{type(self).__name__}: {err}{where}") from None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group, routed and checked exactly as the constructor does (:mod:`.param_groups`).
+
+        Plain torch groups (``{"params": [p, ...], "lr": ...}``, ``(name, tensor)`` pairs) work,
+        and may become two groups (``muon`` and ``adamw``); a rejected group changes nothing.
+        """
+        if self.__dict__.get("_constructing"):
+            super().add_param_group(param_group)  # routed and checked by __init__
+        else:
+            add_param_group(self, param_group)
 
     def _name_of(self, p: torch.Tensor) -> str:
         for group in self.param_groups:
@@ -203,7 +213,13 @@ class MuonFamilyOptimizer(StateDictMixin):
     # ------------------------------------------------------------------ step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; returns the closure's loss (``None`` without a closure)."""
+        """Perform one optimization step; returns the closure's loss (``None`` without a closure).
+
+        Differs from ``torch.optim`` in one case: the **first** step raises ``RuntimeError`` when no
+        parameter has a gradient (torch does nothing). Such an optimizer almost always holds tensors
+        the model no longer trains (built before FSDP2 replaced them); later steps without any
+        gradient are no-ops, as in torch.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -228,7 +244,7 @@ class MuonFamilyOptimizer(StateDictMixin):
                     group["params"],
                     steps[id(group)],
                     self.state,
-                    group["lr"],
+                    float(group["lr"]),  # a one-element tensor lr is accepted
                     group["weight_decay"],
                     group["max_bucket_numel"],
                     self._hooks[backend],

@@ -1,18 +1,19 @@
-"""Saving and loading a Muon-family optimizer: ``load_state_dict`` checks and old-state back-filling.
+"""Saving and loading a Muon-family optimizer: the checks of :mod:`.state_io` and old-state back-filling.
 
-``state_dict()`` is torch's: param groups carry every hyperparameter, the engine knobs
-(``ns_form``, ``max_bucket_numel``, ``compile_elementwise``) included, as torch records
-``foreach``/``fused``. A state saved before a key existed loads with the key's default.
+``state_dict()`` is torch's plus a ``state_record`` per group: param groups carry every
+hyperparameter, the engine knobs (``ns_form``, ``max_bucket_numel``, ``compile_elementwise``)
+included, as torch records ``foreach``/``fused``. A state saved before a key existed loads with
+the key's default.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.optim import Optimizer
 
 from ..engine.buckets import DEFAULT_MAX_BUCKET_NUMEL
+from . import state_io
 
 #: Group keys added after the first release, with the value a group saved without them gets.
 BACKFILLED_GROUP_KEYS: dict[str, Any] = {
@@ -22,64 +23,28 @@ BACKFILLED_GROUP_KEYS: dict[str, Any] = {
 }
 
 
-def _numel_expected(key: str, p: torch.Tensor) -> int:
-    """Elements a state tensor should have: the parameter's, or one per row for row statistics."""
-    if key.startswith("row_"):
-        return p.shape[0]
-    return p.numel()
-
-
 class StateDictMixin(Optimizer):
-    """``load_state_dict`` that refuses foreign state before changing anything, and ``__setstate__``."""
+    """``state_dict`` with the algorithm record, a ``load_state_dict`` that checks everything before
+    changing anything, and copies that keep the whole configuration (:mod:`.state_io`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, each group recording the algorithm and its parameters' shapes."""
+        return state_io.record(self, super().state_dict())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load state saved by the same optimizer class for the same parameters.
+        """Load state saved by the same algorithm for the same parameters; everything is checked first.
 
-        Raises ``ValueError`` (before changing anything) when the state comes from another
-        optimizer, or a state tensor's shape does not match its parameter. State tensors keep their
-        saved dtype (fp32 moments stay fp32 for bf16 parameters).
+        Raises ``ValueError`` before changing anything when the state comes from another optimizer
+        class (both are named), a group value fails the constructor's checks or is missing, or a
+        state entry is missing or has another shape than the one this optimizer creates. Group keys
+        added after the first release are back-filled with their defaults
+        (:data:`BACKFILLED_GROUP_KEYS`). Parameter names stay this optimizer's; a numeric ``step``
+        becomes a tensor; state tensors keep their saved dtype. See :mod:`.state_io`.
         """
-        name = type(self).__name__
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(
-                f"{name}.load_state_dict: the state has {len(saved_groups)} param groups, this optimizer "
-                f"has {len(self.param_groups)}"
-            )
-        pairs = []
-        for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
-            if saved.get("branch") != group["branch"] or "adamw_lr_ratio" not in saved:
-                raise ValueError(
-                    f"{name}.load_state_dict: param group {i} was not saved by a Muon-family optimizer "
-                    f"with the same routing (saved branch {saved.get('branch')!r}, expected {group['branch']!r})"
-                )
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(
-                    f"{name}.load_state_dict: param group {i} has {len(saved['params'])} saved parameters, expected {len(group['params'])}"
-                )
-            pairs += list(zip(saved["params"], group["params"], strict=True))
-        saved_state = state_dict["state"]
-        for pid, p in pairs:
-            for key, value in saved_state.get(pid, {}).items():
-                if (
-                    isinstance(value, torch.Tensor)
-                    and value.ndim
-                    and value.numel() != _numel_expected(key, p)
-                ):
-                    raise ValueError(
-                        f"{name}.load_state_dict: state {key!r} of {self._name_of(p)} has shape "
-                        f"{tuple(value.shape)}, which does not fit the parameter's shape {tuple(p.shape)}"
-                    )
-        super().load_state_dict(state_dict)
-        for pid, p in pairs:
-            for key, value in saved_state.get(pid, {}).items():
-                current = self.state[p].get(key)
-                if (
-                    isinstance(value, torch.Tensor)
-                    and isinstance(current, torch.Tensor)
-                    and current.dtype != value.dtype
-                ):
-                    self.state[p][key] = value.to(device=current.device).clone()
+        state_io.load_state_dict(self, state_dict, BACKFILLED_GROUP_KEYS)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return state_io.getstate(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -91,4 +56,5 @@ class StateDictMixin(Optimizer):
         self.__dict__.setdefault("_hooks", {})
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("nonfinite", "raise")
-
+        self.__dict__.setdefault("vocab_size", None)
+        state_io.steps_as_tensors(self)

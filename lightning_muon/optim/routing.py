@@ -304,6 +304,9 @@ def _group_routes(
             raise ValueError(f"param group {index} has no 'params' entry")
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if params and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in params):
+            group = {**group, "param_names": [n for n, _ in params]}  # (name, tensor) pairs
+            params = [t for _, t in params]
         names = list(
             group.get("param_names", [f"group{index}.param{i}" for i in range(len(params))])
         )
