@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -232,10 +233,17 @@ def _check_entry(
         )
     for key, shape in expected.items():
         value = entry[key]
-        if key == "step" and not isinstance(value, torch.Tensor):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:  # NaN too
+        if key == "step":
+            count = (
+                value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+            )
+            if isinstance(count, bool) or not isinstance(count, int | float):
+                if not isinstance(value, torch.Tensor):
+                    raise ValueError(f"{label}: 'step' of {name} is {value!r}, not a step count")
+            elif not math.isfinite(count) or count < 0:
                 raise ValueError(f"{label}: 'step' of {name} is {value!r}, not a step count")
-            continue
+            if not isinstance(value, torch.Tensor):
+                continue
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             raise ValueError(
                 f"{label}: state {key!r} of {name} is {type(value).__name__}"
