@@ -32,6 +32,11 @@ def nesterov(grad: torch.Tensor, buffer: torch.Tensor, beta: float) -> torch.Ten
     return grad.lerp(buffer, beta)
 
 
+def nesterov_(grad: torch.Tensor, buffer: torch.Tensor, beta: float) -> torch.Tensor:
+    """:func:`nesterov` written into ``grad`` (a scratch copy of the gradient); returns it."""
+    return grad.lerp_(buffer, beta)
+
+
 def heavy_ball_(
     buffer: torch.Tensor, grad: torch.Tensor, mu: float, first: torch.Tensor
 ) -> torch.Tensor:

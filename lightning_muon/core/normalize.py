@@ -26,13 +26,17 @@ def local_matrix_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 def frobenius_norm(x: torch.Tensor, matrix_sum: MatrixSum = local_matrix_sum) -> torch.Tensor:
-    """``‖X‖_F`` of each stacked matrix, shape ``(N, 1, 1)``.
+    """``‖X‖_F`` of each stacked matrix, shape ``(N, 1, 1)``, from row norms (no temporary of ``x``'s size).
 
-    Squares the entries, so it is meant for bounded inputs (orthogonalized directions and their
-    normalised forms, whose entries stay below ``1/eps``); use :func:`safe_frobenius_norm` for raw
-    gradients and momenta, whose squares can overflow.
+    Meant for bounded inputs (orthogonalized directions and their normalised forms); use
+    :func:`safe_frobenius_norm` for raw gradients and momenta, whose squares can overflow.
     """
-    return matrix_sum(x.square()).sqrt()
+    return matrix_sum(row_square_sum(x)).sqrt()
+
+
+def row_square_sum(x: torch.Tensor) -> torch.Tensor:
+    """``Σ_cols x²`` per row, ``(N, m, n) → (N, m, 1)``, in one read of ``x`` (no squared copy)."""
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
 
 
 def safe_frobenius_norm(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -63,7 +67,7 @@ def safe_frobenius_norm(x: torch.Tensor, dtype: torch.dtype | None = None) -> to
 
 def row_mean_square(O: torch.Tensor) -> torch.Tensor:
     """``mean_cols(O ⊙ O)`` per output row (neuron): ``(N, m, n) → (N, m, 1)``."""
-    return O.square().mean(dim=-1, keepdim=True)
+    return row_square_sum(O).div_(max(1, O.size(-1)))
 
 
 def rms_align(
@@ -77,17 +81,17 @@ def rms_align(
     ``numel`` is ``m·n`` of the *whole* matrix (defaults to the local one). A zero matrix stays zero.
     """
     mn = numel if numel is not None else x.size(-2) * x.size(-1)
-    return x * _safe_ratio(target * mn**0.5, frobenius_norm(x, matrix_sum))
+    return x * safe_ratio(target * mn**0.5, frobenius_norm(x, matrix_sum))
 
 
 def match_norm(
     x: torch.Tensor, reference_norm: torch.Tensor, matrix_sum: MatrixSum = local_matrix_sum
 ) -> torch.Tensor:
     """Rescale each matrix of ``x`` to the Frobenius norm ``reference_norm`` (the official NorMuon code)."""
-    return x * _safe_ratio(reference_norm, frobenius_norm(x, matrix_sum))
+    return x * safe_ratio(reference_norm, frobenius_norm(x, matrix_sum))
 
 
-def _safe_ratio(numerator: torch.Tensor | float, norm: torch.Tensor) -> torch.Tensor:
+def safe_ratio(numerator: torch.Tensor | float, norm: torch.Tensor) -> torch.Tensor:
     """``numerator / norm`` where ``norm > 0``, else 0 (a zero matrix stays zero, never 0·inf = NaN)."""
     positive = norm > 0
     return torch.where(

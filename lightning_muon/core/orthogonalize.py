@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .normalize import safe_frobenius_norm
+from .ns_dtype import default_ns_dtype
+from .workspace import Workspace, thread_workspace
 
 Coefficients = tuple[float, float, float]
 
@@ -90,14 +91,6 @@ POLAR_EXPRESS = NewtonSchulzTable(
 
 NAMED_TABLES: dict[str, NewtonSchulzTable] = {t.name: t for t in (JORDAN, YOU, POLAR_EXPRESS)}
 ORTHOGONALIZER_NAMES = (*NAMED_TABLES, "svd")
-
-
-def default_ns_dtype(device: torch.device) -> torch.dtype:
-    """The Newton–Schulz compute dtype for a device: bf16 on CUDA, fp32 elsewhere.
-
-    CPUs without bf16 matrix units run bf16 matmuls 20× slower than fp32, so the CPU default is fp32.
-    """
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def _as_batch(X: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
@@ -171,18 +164,24 @@ def _product(
     return out.mT if tall else out
 
 
+def _target(buffers: tuple, k: int, last: bool) -> torch.Tensor:
+    """Where product ``k`` writes: the fresh result buffer for the last one, if there is one."""
+    return buffers[2] if last and buffers[2] is not None else buffers[(k + 1) % 2]
+
+
 def _direct(
-    Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool
+    Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool, ws: Workspace
 ) -> torch.Tensor:
-    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between the two ``buffers``.
+    """``Y ← (aI + bA + cA²) Y`` with ``A = Y Yᵀ``, ping-ponging between two ``buffers``.
 
     In fp32/fp64 ``a`` is folded into ``P``'s diagonal (no pass over ``Y``). In bf16/fp16 that
     fold would round ``a + bA_ii + c(A²)_ii`` (a cancellation) to 8 or 11 bits, doubling the error;
     there ``a Y + (bA + cA²) Y`` is fused in one ``baddbmm`` that rounds once, as
     ``torch.optim.Muon`` does.
     """
-    A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
-    P = torch.empty_like(A)
+    gram = Y.shape[:-1] + Y.shape[-2:-1]
+    A = ws.get("ns_gram", gram, Y.dtype, Y.device)
+    P = ws.get("ns_poly", gram, Y.dtype, Y.device)
     diagonal = P.diagonal(dim1=-2, dim2=-1)
     fold = Y.dtype in (torch.float32, torch.float64)
     for k, (a, b, c) in enumerate(schedule):
@@ -190,17 +189,17 @@ def _direct(
         torch.baddbmm(A, A, A, beta=b, alpha=c, out=P)
         if fold:
             diagonal.add_(a)
-        last = tall and k == len(schedule) - 1
-        Y = _product(P, Y, buffers[(k + 1) % 2], last, 0.0 if fold else a)
+        last = k == len(schedule) - 1
+        Y = _product(P, Y, _target(buffers, k, last), tall and last, 0.0 if fold else a)
     return Y
 
 
 def _gram(
-    Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool
+    Y: torch.Tensor, schedule: Sequence[Coefficients], buffers: tuple, tall: bool, ws: Workspace
 ) -> torch.Tensor:
     """The same iterates through ``A_{k+1} = A_k P_k²`` and ``Q = P_{T-1}⋯P_0``, restarted every segment."""
-    A = Y.new_empty(Y.shape[:-1] + Y.shape[-2:-1])
-    P, Q, R = torch.empty_like(A), torch.empty_like(A), torch.empty_like(A)
+    gram = Y.shape[:-1] + Y.shape[-2:-1]
+    A, P, Q, R = (ws.get(f"ns_gram_{i}", gram, Y.dtype, Y.device) for i in range(4))
     diagonal = P.diagonal(dim1=-2, dim2=-1)
     starts = range(0, len(schedule), GRAM_SEGMENT)
     for i, start in enumerate(starts):
@@ -218,8 +217,40 @@ def _gram(
                 torch.bmm(A, P, out=R)
                 torch.bmm(R, P, out=A)
                 A.add_(A.mT.clone()).mul_(0.5)  # keep A symmetric against rounding
-        Y = _product(Q, Y, buffers[(i + 1) % 2], tall and i == len(starts) - 1)
+        last = i == len(starts) - 1
+        Y = _product(Q, Y, _target(buffers, i, last), tall and last)
     return Y
+
+
+def normalize_into(
+    batch: torch.Tensor, out: torch.Tensor, norm_scale: float = 1.0, eps: float = 1e-7
+) -> torch.Tensor:
+    """Write ``X / (norm_scale·‖X‖_F + eps)`` of each stacked matrix into ``out`` (any float dtype).
+
+    Overflow-safe without a host read: ``X`` is divided by ``s = max|X|`` first (every entry of
+    ``X/s`` is at most 1, so no square overflows even at fp32's largest finite values), then by
+    ``norm_scale·‖X/s‖_F + eps/s``, the same quotient. Three reads of ``X`` (max, min, the
+    division), one write of ``out`` and one pass over it; no temporary of ``X``'s size.
+    """
+    big = torch.maximum(
+        batch.amax(dim=(-2, -1), keepdim=True), batch.amin(dim=(-2, -1), keepdim=True).neg()
+    )
+    big = torch.where(big > 0, big, torch.ones_like(big))
+    if out.dtype != torch.float16:
+        # Cast first, then divide in ``out``'s dtype: a mixed-dtype division would compute into a
+        # temporary of ``X``'s size. ``s`` is rounded to ``out``'s dtype; any ``s`` gives the same quotient.
+        limit = torch.finfo(out.dtype).max
+        narrower = limit < torch.finfo(batch.dtype).max
+        big = (big.clamp(max=limit) if narrower else big).to(out.dtype)
+        out.copy_(batch)
+        if narrower:  # bf16: entries within 0.4% of fp32's max round to inf
+            out.nan_to_num_(posinf=limit, neginf=-limit)
+        out.div_(big)
+    else:  # fp16 cannot hold X's range: divide first (through a temporary)
+        torch.div(batch, big, out=out)
+    # All in ``out``'s dtype: a wider norm would copy ``out`` (bf16 rounds the norm by ≤ 2⁻⁹).
+    norm = torch.linalg.vector_norm(out, dim=(-2, -1), keepdim=True)
+    return out.div_(norm * norm_scale + eps / big.to(norm.dtype))
 
 
 def newton_schulz(
@@ -229,26 +260,30 @@ def newton_schulz(
     eps: float = 1e-7,
     dtype: torch.dtype | None = None,
     form: str = "auto",
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """Approximate ``polar(X)`` of every matrix in ``X (..., m, n)`` with ``steps`` quintic iterations.
 
     In fp32/fp64 the ``a X`` term is folded into ``P``'s diagonal (no elementwise pass over the
-    ``m × n`` iterate), all scratch is allocated once per call (``2mn + 2m²`` elements per matrix for the
-    direct form, ``2mn + 4m²`` for the Gram form, ``m ≤ n``), and a tall input is normalised and
-    returned in its own layout (the products read and write it transposed), so the output is
-    contiguous and later elementwise passes run at full speed.
+    ``m × n`` iterate). The scratch (``2mn + 2m²`` elements per matrix for the direct form,
+    ``2mn + 4m²`` for the Gram form, ``m ≤ n``) lives in a :class:`~.workspace.Workspace` that
+    outlives the call, so repeated calls allocate only their result; the input normalisation is
+    overflow-safe (:func:`normalize_into`); a tall input is normalised and returned in its own
+    layout (the products read and write it transposed), so the output is contiguous.
 
     Args:
         X: one matrix or a stack of same-shape matrices.
         table: coefficient schedule (and its input normalisation).
         steps: number of iterations.
         eps: added to the scaled Frobenius norm, so a zero input gives a zero output.
-        dtype: compute dtype; ``None`` picks :func:`default_ns_dtype` for ``X``'s device.
+        dtype: compute dtype; ``None`` picks :func:`~lightning_muon.core.ns_dtype.default_ns_dtype`
+            for ``X``'s device (bf16 where the hardware multiplies it fast, else fp32).
         form: ``"auto"`` or ``"fast"`` (chosen by shape and dtype, :func:`ns_form`), ``"direct"``
             or ``"gram"``.
+        workspace: where the scratch lives (default: this thread's shared workspace).
 
     Returns:
-        A tensor of ``X``'s shape and dtype (computed in ``dtype``).
+        A new tensor of ``X``'s shape and dtype (computed in ``dtype``).
     """
     if X.ndim < 2:
         raise ValueError(f"newton_schulz needs matrices (..., m, n), got shape {tuple(X.shape)}")
@@ -256,22 +291,25 @@ def newton_schulz(
         raise ValueError(f"Invalid form: {form!r}; expected one of {NS_FORMS}")
     if X.numel() == 0:
         return torch.zeros_like(X)
+    ws = workspace if workspace is not None else thread_workspace()
     out_dtype = X.dtype
     compute = dtype or default_ns_dtype(X.device)
     batch, lead = _as_batch(X)
-    # The normalisation happens in (at least) fp32, before the cast to ``compute``.
-    wide = torch.promote_types(batch.dtype, torch.float32)
-    norm = safe_frobenius_norm(batch, dtype=wide)  # finite for any finite input (no overflow)
-    Y0 = torch.empty(batch.shape, dtype=compute, device=X.device)
-    torch.div(batch, norm * table.norm_scale + eps, out=Y0)
+    Y0 = ws.get("ns_iterate", batch.shape, compute, X.device)
+    normalize_into(batch, Y0, table.norm_scale, eps)
     tall = batch.size(-2) > batch.size(-1)
     Y = Y0.mT if tall else Y0  # m ≤ n from here on
-    spare = torch.empty(Y0.numel(), dtype=compute, device=X.device)
+    spare = ws.get("ns_spare", (Y0.numel(),), compute, X.device)
+    # The last product writes the result: a fresh tensor when no cast follows.
+    final = torch.empty(Y0.numel(), dtype=compute, device=X.device) if compute == out_dtype else None
     iterate = _gram if ns_form(*Y.shape[-2:], compute, form) == "gram" else _direct
-    Y = iterate(Y, table.schedule(steps), (Y0.view(-1), spare), tall)
+    Y = iterate(Y, table.schedule(steps), (Y0.view(-1), spare, final), tall, ws)
     if tall:
         Y = Y.mT
-    return Y.reshape(*lead, *Y.shape[-2:]).to(out_dtype)
+    result = Y.reshape(*lead, *Y.shape[-2:])
+    if final is not None and result.data_ptr() == final.data_ptr():
+        return result
+    return result.to(out_dtype, copy=True)
 
 
 def exact_polar(X: torch.Tensor, rtol: float | None = None) -> torch.Tensor:

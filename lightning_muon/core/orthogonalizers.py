@@ -31,6 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: Names of the compute and transfer dtypes accepted by ``ns_dtype`` and ``transfer_dtype`` (re-exported).
+from .ns_dtype import DTYPES as DTYPES
+from .ns_dtype import default_ns_dtype
 from .orthogonalize import (
     JORDAN,
     NAMED_TABLES,
@@ -38,20 +41,11 @@ from .orthogonalize import (
     ORTHOGONALIZER_NAMES,
     NewtonSchulzTable,
     custom_table,
-    default_ns_dtype,
     exact_polar,
     newton_schulz,
     ns_flops,
 )
 from .spectral import spectral_power
-
-#: Names of the compute and transfer dtypes accepted by ``ns_dtype`` and ``transfer_dtype``.
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
 
 
 class Orthogonalizer(ABC):
@@ -59,7 +53,8 @@ class Orthogonalizer(ABC):
 
     @abstractmethod
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        """The result for every stacked matrix of ``X``, in ``X``'s dtype."""
+        """The result for every stacked matrix of ``X``, in ``X``'s dtype: a new tensor the caller
+        owns (never ``X`` or a view of it; the caller may overwrite it)."""
 
     @abstractmethod
     def flops(self, m: int, n: int, device: torch.device) -> int:
@@ -78,7 +73,7 @@ class NewtonSchulz(Orthogonalizer):
         table: the coefficient schedule.
         steps: iterations.
         eps: normalisation epsilon.
-        dtype: compute dtype (``None``: bf16 on CUDA, fp32 elsewhere).
+        dtype: compute dtype (``None``: :func:`~lightning_muon.core.ns_dtype.default_ns_dtype`).
         form: ``"auto"``, ``"fast"``, ``"direct"`` or ``"gram"``.
     """
 

@@ -206,21 +206,29 @@ class DistributedEngine:
         everything = [p for g in self.param_groups for p in g["params"]]
         position = {id(p): j for j, p in enumerate(everything)}
         codes = torch.zeros(len(everything), dtype=torch.int64, device=self._device())
-        index = torch.tensor([position[id(p)] for p in params], dtype=torch.long, device=codes.device)
+        key = (tuple(id(p) for p in params), codes.device)
+        cached = self.__dict__.setdefault("_flag_index", {})
+        if key not in cached:  # built once per parameter set, not every step
+            cached.clear()
+            cached[key] = torch.tensor(
+                [position[id(p)] for p in params], dtype=torch.long, device=codes.device
+            )
+        index = cached[key]
         if finite is not None:
             codes[index] = 1 + (W + 1) * (~finite.to(codes.device)).long()
         dist.all_reduce(codes, group=self.group)
         self.stats.record("all_reduce", codes.numel() * codes.element_size() * (W - 1))
         present = codes % (W + 1)
-        partial = ((present != 0) & (present != W)).nonzero().flatten().tolist()
-        if partial:
+        some_only = (present != 0) & (present != W)
+        any_partial, anywhere = torch.stack([some_only.any(), (present != 0).any()]).tolist()  # one read
+        if any_partial:
+            partial = some_only.nonzero().flatten().tolist()
             names = self._names()
             listed = ", ".join(names[id(everything[j])] for j in partial[:5])
             raise RuntimeError(
                 f"{self.owner}: gradients of {listed} exist on some ranks only; every rank must "
                 "compute the same set of gradients (set unused gradients to zeros, or to None everywhere)"
             )
-        anywhere = bool((present != 0).any())
         return (None if finite is None else codes[index] < W + 1), anywhere
 
     # ------------------------------------------------------------------ planning
@@ -300,7 +308,7 @@ class DistributedEngine:
     def _begin(self, flight: tuple[Bucket, Transport], group: MatrixGroup) -> _InFlight:
         bucket, transport = flight
         states = bucket_states(bucket.params, group.step, group.state)
-        work = begin_bucket(bucket.params, states, group.step, group.hooks)
+        work = begin_bucket(bucket.params, states, group.step, group.hooks, None, group.finite)
         return _InFlight(bucket, transport, work, transport.start_gather(work.X))
 
     def _compute(self, job: _InFlight, group: MatrixGroup) -> None:
@@ -313,8 +321,8 @@ class DistributedEngine:
         bucket, transport = job.bucket, job.transport
         O = transport.local(job.pending, job.work.X.dtype)
         ctx = MatrixContext(bucket.shape, transport.matrix_sum)
-        U = finish_bucket(job.work, O, group.step, group.hooks, ctx, group.capture)
-        apply_update(bucket.params, U, group.lr, group.weight_decay)
+        U, scale = finish_bucket(job.work, O, group.step, group.hooks, ctx, group.capture)
+        apply_update(bucket.params, U, group.lr, group.weight_decay, scale, group.finite)
         if group.capture.ids and transport.sharded:
             _as_dtensors(group.capture.directions, bucket)
 

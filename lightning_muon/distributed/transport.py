@@ -141,9 +141,7 @@ class Transport:
         """The whole matrices this rank orthogonalizes, ``(N_own, m, n)``."""
         recv = flight.wait()
         if not self.sharded:
-            return recv.index_select(
-                0, torch.tensor(self.mine, dtype=torch.long, device=recv.device)
-            )
+            return recv.index_select(0, self._on(recv.device, "mine"))
         N, n = len(self.mine), self.shape[1]
         blocks = recv.split(self.gather_recv)
         return torch.cat([b.view(N, r, n) for b, r in zip(blocks, self.rows, strict=True)], dim=1)
@@ -184,7 +182,15 @@ class Transport:
         else:
             grid = recv.view(self.layout.world, self.max_owned, m, n)
             stacked = torch.cat([grid[o, : len(owned)] for o, owned in enumerate(self.by_owner)])
-        return stacked.index_select(0, self.inverse.to(recv.device)).to(dtype)
+        return stacked.index_select(0, self._on(recv.device, "inverse")).to(dtype)
+
+    def _on(self, device: torch.device, name: str) -> torch.Tensor:
+        """A plan index on ``device``, built once (no host-built tensor per step)."""
+        cache = self.__dict__.setdefault("_indices", {})
+        if (name, device) not in cache:
+            value = getattr(self, name)
+            cache[(name, device)] = torch.as_tensor(value, dtype=torch.long).to(device)
+        return cache[(name, device)]
 
     # ----------------------------------------------------------------- statistics
     @property

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ..core.workspace import Workspace
 from .compiled import ElementwiseHooks
 from .step import Capture, MatrixContext, MatrixStep
 from .tensors import as_rows, is_dtensor, local, matrix_shape, state_dtype
@@ -37,6 +38,8 @@ class BucketWork(NamedTuple):
     keys: list[str]
     S: dict[str, torch.Tensor]
     X: torch.Tensor
+    finite: torch.Tensor | None = None
+    saved: dict[str, torch.Tensor] | None = None
 
 
 def matrix_buckets(
@@ -83,15 +86,37 @@ def begin_bucket(
     states: list[dict[str, Any]],
     step: MatrixStep,
     hooks: ElementwiseHooks,
+    workspace: Workspace | None = None,
+    finite: torch.Tensor | None = None,
 ) -> BucketWork:
-    """Stack gradients and state of the local rows, count the step, run ``begin``."""
+    """Copy the gradients of the local rows into a scratch stack (in ``workspace``'s ``"grad"``
+    slot, or fresh), stack the state, count the step, run ``begin``.
+
+    The stack is the step's own copy in the state dtype, so ``begin`` may overwrite it: the
+    orthogonalizer input is then written once (copy, then e.g. the Nesterov look-ahead in place).
+    A ``workspace`` view is reused by the next bucket: pass one only when a bucket's ``X`` is
+    consumed before the next bucket begins. With a ``finite`` flag the state is saved first, so
+    :func:`finish_bucket` can restore it on the device when the flag is false.
+    """
     local_rows = local(plist[0]).shape[0]
-    G = stack([as_rows(local(p.grad), local_rows) for p in plist]).to(state_dtype(plist[0]))
+    grads = [as_rows(local(p.grad), local_rows) for p in plist]
+    shape, dtype, device = (len(grads), *grads[0].shape), state_dtype(plist[0]), grads[0].device
+    if workspace is not None:
+        G = workspace.get("grad", shape, dtype, device)
+    else:
+        G = torch.empty(shape, dtype=dtype, device=device)
+    torch._foreach_copy_(list(G.unbind(0)), grads)
     keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
     S = {k: stack([as_rows(local(s[k]), local_rows) for s in states]) for k in keys}
+    saved = None
+    if finite is not None:
+        saved = {}
+        for k, v in S.items():
+            copy = workspace.get(f"saved:{k}", v.shape, v.dtype, v.device) if workspace else None
+            saved[k] = v.clone() if copy is None else copy.copy_(v)
     S["step"] += 1
     S["step"] = S["step"].view(-1, 1, 1)
-    return BucketWork(plist, states, keys, S, hooks.begin(step, G, S))
+    return BucketWork(plist, states, keys, S, hooks.begin(step, G, S), finite, saved)
 
 
 def finish_bucket(
@@ -101,13 +126,21 @@ def finish_bucket(
     hooks: ElementwiseHooks,
     ctx: MatrixContext,
     capture: Capture,
-) -> torch.Tensor:
-    """Capture ``O`` where asked, run ``finish``, write the state back; return ``U``."""
+) -> tuple[torch.Tensor, float]:
+    """Capture ``O`` where asked, run ``finish``, write the state back; return ``(U, c)``, the
+    update being ``c·U``: for a step with a :meth:`~.step.MatrixStep.static_scale`, ``finish`` is
+    skipped and ``U = O`` (the scale is folded into :func:`apply_update`)."""
     if capture.ids:
         for i, p in enumerate(work.plist):
             if id(p) in capture.ids:
                 capture.directions[p] = O[i].detach().float().clone()
-    U = hooks.finish(step, O, work.S, ctx)
+    factor = step.static_scale(ctx)
+    U = O if factor is not None else hooks.finish(step, O, work.S, ctx)
+    if work.saved is not None:  # a false flag restores the state and zeroes the update
+        for k, v in work.saved.items():
+            target = work.S[k]
+            torch.where(work.finite, target, v.view_as(target), out=target)
+        U = U.masked_fill_(work.finite.logical_not(), 0.0)
     for k in work.keys:
         targets = [local(s[k]) for s in work.states]
         if work.S[k].data_ptr() == targets[0].data_ptr():
@@ -115,11 +148,21 @@ def finish_bucket(
         torch._foreach_copy_(
             targets, [v.view_as(t) for v, t in zip(work.S[k].unbind(0), targets, strict=True)]
         )
-    return U
+    return U, 1.0 if factor is None else factor
 
 
-def apply_update(plist: list[torch.Tensor], U: torch.Tensor, lr: float, weight_decay: float) -> None:
-    """Decoupled weight decay with the base lr, then ``W ← W − lr·U``.
+def apply_update(
+    plist: list[torch.Tensor],
+    U: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+    scale: float = 1.0,
+    finite: torch.Tensor | None = None,
+) -> None:
+    """Decoupled weight decay with the base lr, then ``W ← W − lr·scale·U`` (one pass per matrix).
+
+    With a ``finite`` flag the decay factor is ``1 − lr·λ·finite`` (a device tensor: no host read;
+    :func:`finish_bucket` has zeroed ``U`` already).
 
     ``lr == 0`` leaves the weights untouched (torch's distributed checkpoint creates optimizer
     state by stepping with zero gradients and ``lr = 0``).
@@ -127,12 +170,15 @@ def apply_update(plist: list[torch.Tensor], U: torch.Tensor, lr: float, weight_d
     if lr == 0:
         return
     weights = [local(p) for p in plist]
-    if weight_decay:
+    if weight_decay and finite is not None:
+        decay = 1.0 - (lr * weight_decay) * finite.to(weights[0].dtype)
+        torch._foreach_mul_(weights, decay)
+    elif weight_decay:
         torch._foreach_mul_(weights, 1.0 - lr * weight_decay)
     torch._foreach_add_(
         weights,
         [u.view_as(w).to(w.dtype) for u, w in zip(U.unbind(0), weights, strict=True)],
-        alpha=-lr,
+        alpha=-lr * scale,
     )
 
 

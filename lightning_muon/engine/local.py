@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..core.normalize import local_matrix_sum
+from ..core.workspace import thread_workspace
 from .buckets import (
     DEFAULT_MAX_BUCKET_NUMEL,
     apply_update,
@@ -60,6 +61,8 @@ class MatrixGroup:
         hooks: how ``begin``/``finish`` are called (eager or compiled).
         capture: directions to record.
         key: identifies the param group across steps (executors cache their plans by it).
+        finite: ``None``, or a 0-d bool device flag: when false, the step leaves every weight and
+            state as it was (``nonfinite="skip"`` without a host read).
     """
 
     params: list[torch.Tensor]
@@ -71,6 +74,7 @@ class MatrixGroup:
     hooks: ElementwiseHooks = field(default_factory=lambda: ElementwiseHooks(False))
     capture: Capture = field(default_factory=Capture)
     key: int = 0
+    finite: torch.Tensor | None = None
 
     def only(self, params: list[torch.Tensor]) -> MatrixGroup:
         """The same group restricted to ``params``."""
@@ -92,9 +96,11 @@ class LocalExecutor:
             if shape[0] * shape[1] == 0:
                 continue
             states = bucket_states(plist, group.step, group.state)
-            work = begin_bucket(plist, states, group.step, group.hooks)
+            work = begin_bucket(
+                plist, states, group.step, group.hooks, thread_workspace(), group.finite
+            )
             O = group.step.orthogonalizer(work.X)
             ctx = MatrixContext(shape, local_matrix_sum)
-            U = finish_bucket(work, O, group.step, group.hooks, ctx, group.capture)
-            apply_update(plist, U, group.lr, group.weight_decay)
+            U, scale = finish_bucket(work, O, group.step, group.hooks, ctx, group.capture)
+            apply_update(plist, U, group.lr, group.weight_decay, scale, group.finite)
             del U, O, work  # not alive while the next bucket is computed: peak memory is one bucket's

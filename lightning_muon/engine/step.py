@@ -80,16 +80,30 @@ class MatrixStep:
     def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
         """Update the stacked state ``S`` in place from gradients ``G (N, m, n)``; return ``X``.
 
-        ``G`` is read-only (it may be a view of the gradient). ``S["step"]`` (``(N, 1, 1)``) is
-        already incremented. The result may alias ``S`` or ``G``; orthogonalizers never modify it.
+        ``G`` is the executor's scratch copy of the gradients (in the state dtype): ``begin`` may
+        overwrite it, e.g. with the Nesterov look-ahead, so the orthogonalizer input is written
+        once. ``S["step"]`` (``(N, 1, 1)``) is already incremented. The result may alias ``S`` or
+        ``G``; orthogonalizers never modify it.
         """
         raise NotImplementedError
 
     def finish(
         self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
     ) -> torch.Tensor:
-        """Turn the orthogonalized ``O`` into the update ``U`` (applied as ``W ← W − lr·U``)."""
+        """Turn the orthogonalized ``O`` into the update ``U`` (applied as ``W ← W − lr·U``).
+
+        ``O`` is a fresh tensor the executor owns (orthogonalizers return new tensors), so
+        ``finish`` may write ``U`` over it: a one-pass finish needs no temporary of its size.
+        """
         raise NotImplementedError
+
+    def static_scale(self, ctx: MatrixContext) -> float | None:
+        """``c`` if :meth:`finish` is always ``O ↦ c·O`` (no state, no statistic), else ``None``.
+
+        Executors then skip :meth:`finish` and apply ``W ← W − η·c·O`` in one pass, with no
+        temporary for ``U``.
+        """
+        return None
 
     def with_hyperparameters(self, h: Mapping[str, Any]) -> MatrixStep:
         """The same algorithm and orthogonalizer with other hyperparameters."""

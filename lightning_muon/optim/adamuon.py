@@ -6,13 +6,14 @@ from typing import Any
 
 import torch
 
-from ..core.elementwise import second_moment_, sign
+from ..core.elementwise import second_moment_
+from ..core.normalize import frobenius_norm
 from ..engine.step import MatrixContext
 from ..engine.tensors import state_zeros
 from .base import MuonFamilyOptimizer
 from .hyperparameters import OrthogonalizerSpec, own_arguments
 from .muon import MuonStep, momentum_direction
-from .normuon import normalized_magnitude
+from .normuon import magnitude_factor
 
 
 class AdaMuonStep(MuonStep):
@@ -23,14 +24,17 @@ class AdaMuonStep(MuonStep):
 
     def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
         X = momentum_direction(G, S, self.h)
-        return sign(X) if self.h["sign_stabilize"] else X
+        return torch.sign(X, out=G) if self.h["sign_stabilize"] else X  # into the scratch G
 
-    def finish(
-        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
-    ) -> torch.Tensor:
+    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+        """``Ô = O/(sqrt(V) + ε)`` and then ``U`` written over ``O`` (the caller's fresh result):
+        one temporary of ``O``'s size (``sqrt(V)``); the norms come from row norms."""
         V = second_moment_(S["second_moment"], O, self.h["momentum"])
-        O_hat = O / (V.sqrt() + self.h["eps"])
-        return normalized_magnitude(O_hat, O, self.h, ctx)
+        norm_O = frobenius_norm(O, ctx.matrix_sum) if self.h["scale"] != "rms" else None
+        O_hat = O.div_(V.sqrt().add_(self.h["eps"]))
+        norm_hat = frobenius_norm(O_hat, ctx.matrix_sum)
+        factor = magnitude_factor(norm_hat, lambda: norm_O, self.h, ctx)
+        return O_hat.mul_(factor)
 
 
 class AdaMuon(MuonFamilyOptimizer):

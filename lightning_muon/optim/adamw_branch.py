@@ -34,8 +34,17 @@ def _fused_supported(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda", "mps", "xpu")
 
 
-def adamw_group_step(group: dict[str, Any], state: dict[torch.Tensor, dict[str, Any]]) -> None:
-    """One AdamW step for every parameter of ``group`` that has a gradient."""
+def adamw_group_step(
+    group: dict[str, Any],
+    state: dict[torch.Tensor, dict[str, Any]],
+    found_inf: torch.Tensor | None = None,
+) -> None:
+    """One AdamW step for every parameter of ``group`` that has a gradient.
+
+    ``found_inf`` (a 0-d bool device flag, ``nonfinite="skip"``): when true, the fused kernel
+    changes nothing (fused AdamW's own ``found_inf``); every working copy is fp32, so the fused
+    kernel serves every dtype. Devices without it read the flag once.
+    """
     params = [p for p in group["params"] if p.grad is not None]
     if not params:
         return
@@ -58,7 +67,9 @@ def adamw_group_step(group: dict[str, Any], state: dict[torch.Tensor, dict[str, 
         )
     for (device, native), plist in by_kind.items():
         states = [state[p] for p in plist]
-        fused = native and _fused_supported(device)
+        fused = _fused_supported(device)
+        if found_inf is not None and not fused and bool(found_inf):
+            continue
         # Low-precision (or sharded) parameters are updated through fp32 working copies.
         work = plist if native else [_local(p).to(_local(state[p]["exp_avg"]).dtype) for p in plist]
         grads = [
@@ -74,6 +85,7 @@ def adamw_group_step(group: dict[str, Any], state: dict[torch.Tensor, dict[str, 
             [s["step"] for s in states],
             foreach=None if fused else True,
             fused=fused or None,
+            found_inf=found_inf.float() if fused and found_inf is not None else None,
             **hyper,
         )
         if not native:

@@ -158,6 +158,26 @@ class MuonFamilyOptimizer(StateDictMixin):
         """The algorithm of a matrix group, as executors see it."""
         return self.step_class(group, self.orthogonalizer(group))
 
+    # ------------------------------------------------------------------ skipped steps
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for non-finite gradients (``nonfinite="skip"``; reading it syncs the device)."""
+        counter = self.__dict__.get("_skip_counter")
+        return self.__dict__.get("_skip_base", 0) + (int(counter) if counter is not None else 0)
+
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self.__dict__["_skip_base"], self.__dict__["_skip_counter"] = int(value), None
+
+    def count_skip(self, skipped: torch.Tensor) -> None:
+        """Add a device flag to the skip count without reading it."""
+        counter = self.__dict__.get("_skip_counter")
+        if counter is None or counter.device != skipped.device:
+            base = self.skipped_steps
+            counter = self.__dict__["_skip_counter"] = torch.zeros((), dtype=torch.int64, device=skipped.device)
+            self.__dict__["_skip_base"] = base
+        counter.add_(skipped.to(torch.int64))
+
     # ------------------------------------------------------------------ diagnostics hook
     def capture_directions(self, params: Any) -> None:
         """Record the orthogonalized direction of ``params`` at the next steps (``[]`` stops).
@@ -220,7 +240,8 @@ class MuonFamilyOptimizer(StateDictMixin):
             with torch.enable_grad():
                 loss = closure()
         executor = self.executor()
-        if not screen_gradients(self, executor):
+        proceed, finite = screen_gradients(self, executor)
+        if not proceed:
             return loss
         # every group's algorithm and orthogonalizer is built before anything changes
         steps = {id(g): self.matrix_step(g) for g in self.param_groups if g["branch"] == "muon"}
@@ -228,7 +249,7 @@ class MuonFamilyOptimizer(StateDictMixin):
         capture = Capture(self._capture, self.captured_directions)
         for group in self.param_groups:
             if group["branch"] == "adamw":
-                adamw_group_step(group, self.state)
+                adamw_group_step(group, self.state, None if finite is None else ~finite)
                 continue
             backend = group["compile_elementwise"]
             if backend not in self._hooks:
@@ -244,6 +265,7 @@ class MuonFamilyOptimizer(StateDictMixin):
                     self._hooks[backend],
                     capture,
                     id(group),
+                    finite,
                 )
             )
         return loss

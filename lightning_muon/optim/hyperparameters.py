@@ -102,14 +102,10 @@ def _backend(name: str, value: Any) -> None:
 H = Hyperparameter
 #: Every hyperparameter a Muon-family param group may carry.
 HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "params": H(
-        "an ``nn.Module``, ``named_parameters()``, tensors, or param groups with ``branch``."
-    ),
+    "params": H("an ``nn.Module``, ``named_parameters()``, tensors, or param groups with ``branch``."),
     "lr": H("learning rate η.", _nonnegative),
     "momentum": H("EMA coefficient β of the momentum.", _unit),
-    "nesterov": H(
-        "use the Nesterov look-ahead ``(1-β)G + βM`` as the orthogonalizer input.", check_bool
-    ),
+    "nesterov": H("use the Nesterov look-ahead ``(1-β)G + βM`` as the orthogonalizer input.", check_bool),
     "weight_decay": H("decoupled weight decay λ (``W ← W(1-ηλ)``).", _nonnegative),
     "eps": H("ε of the adaptive denominator.", check_positive),
     "beta2": H("β2 of the per-row second moment.", _unit),
@@ -117,36 +113,34 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "alpha": H("weight α of the variance against the squared signal.", _nonnegative),
     "sign_stabilize": H("orthogonalize ``sign(M)`` instead of ``M``.", check_bool),
     "power": H("the spectral power p, one of 0, 0.25, 0.5, 1.", _power),
-    "direction": H('``"adam"`` or ``"momentum"``.', _choice(("adam", "momentum"))),
+    "direction": H("``\"adam\"`` or ``\"momentum\"``.", _choice(("adam", "momentum"))),
     "spectral_method": H(
-        '``"newton"`` (official coupled iteration) or ``"svd"`` (exact, float64).',
+        "``\"newton\"`` (official coupled iteration) or ``\"svd\"`` (exact, float64).",
         _choice(("newton", "svd")),
     ),
     "spectral_iters": H("coupled Newton iterations.", _integer(1, 200)),
     "spectral_eps": H("Tikhonov floor of the Gram matrix.", check_positive),
     "ns_steps": H("Newton–Schulz iterations.", _integer(1, 99)),
     "orthogonalizer": H(
-        '``"jordan"``, ``"you"``, ``"polar_express"``, ``"svd"`` (exact), a list of ``(a, b, c)`` '
+        "``\"jordan\"``, ``\"you\"``, ``\"polar_express\"``, ``\"svd\"`` (exact), a list of ``(a, b, c)`` "
         "triples, or a :class:`~lightning_muon.core.orthogonalizers.Orthogonalizer`.",
         lambda name, value: check_orthogonalizer(value),
     ),
     "scale": H(
-        'lr scale rule: ``"keller"`` sqrt(max(1, m/n)), ``"moonlight"`` rms_target·sqrt(max(m, n)), '
-        '``"spectral"`` sqrt(m/n), ``"rms"`` (RMS aligned to rms_target each step) or ``"none"``.',
+        "lr scale rule: ``\"keller\"`` sqrt(max(1, m/n)), ``\"moonlight\"`` rms_target·sqrt(max(m, n)), "
+        "``\"spectral\"`` sqrt(m/n), ``\"rms\"`` (RMS aligned to rms_target each step) or ``\"none\"``.",
         _choice(SCALE_RULES),
     ),
-    "rms_target": H('the update RMS of the ``"moonlight"`` and ``"rms"`` rules.', check_positive),
-    "ns_eps": H(
-        "epsilon of the Newton–Schulz input normalisation ``X/(‖X‖_F + eps)``.", check_positive
-    ),
+    "rms_target": H("the update RMS of the ``\"moonlight\"`` and ``\"rms\"`` rules.", check_positive),
+    "ns_eps": H("epsilon of the Newton–Schulz input normalisation ``X/(‖X‖_F + eps)``.", check_positive),
     "ns_dtype": H(
-        'Newton–Schulz compute dtype (``"float32"``, ``"bfloat16"``, …); ``None``: bf16 on CUDA, fp32 elsewhere.',
+        "Newton–Schulz compute dtype (``\"float32\"``, ``\"bfloat16\"``, …); ``None``: the device's fast dtype (bf16 on CUDA and on CPUs with fast bf16 GEMM, fp16 on older GPUs, fp32 otherwise; ``LIGHTNING_MUON_NS_DTYPE`` forces it).",
         _optional_choice(tuple(DTYPES)),
     ),
     "ns_form": H(
-        'Newton–Schulz form: ``"auto"`` (direct; Gram for wide fp64), ``"fast"`` (Gram for wide fp32 too: '
+        "Newton–Schulz form: ``\"auto\"`` (direct; Gram for wide fp64), ``\"fast\"`` (Gram for wide fp32 too: "
         "37-44% fewer FLOPs on transformer MLP/QKV matrices, rounding error ~500·eps instead of ~10·eps), "
-        '``"direct"`` or ``"gram"``.',
+        "``\"direct\"`` or ``\"gram\"``.",
         _choice(NS_FORMS),
     ),
     "adamw_lr_ratio": H("AdamW branch lr as a multiple of the group lr.", _nonnegative),
@@ -164,7 +158,7 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
         _backend,
     ),
     "nonfinite": H(
-        '``"raise"`` on a non-finite gradient (nothing is changed) or ``"skip"`` the step.',
+        "``\"raise\"`` on a non-finite gradient (nothing is changed) or ``\"skip\"`` the step.",
         _choice(("raise", "skip")),
     ),
     "vocab_size": H(
@@ -188,7 +182,9 @@ def check_group(group: Mapping[str, Any], checks: Mapping[str, Check] | None = N
 def own_arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
     """An ``__init__``'s own hyperparameters from its ``locals()`` (without self, params, kwargs)."""
     return {
-        k: v for k, v in frame_locals.items() if k not in ("self", "params", "kwargs", "__class__")
+        k: v
+        for k, v in frame_locals.items()
+        if k not in ("self", "params", "kwargs", "__class__")
     }
 
 
@@ -205,9 +201,7 @@ def _init_arguments(cls: type) -> list[str]:
         for n, p in inspect.signature(klass.__dict__["__init__"]).parameters.items():
             if p.kind is p.VAR_KEYWORD:
                 follows = True
-            elif (
-                n not in ("self", "defaults") and p.kind is not p.VAR_POSITIONAL and n not in names
-            ):
+            elif n not in ("self", "defaults") and p.kind is not p.VAR_POSITIONAL and n not in names:
                 names.append(n)
         if not follows:
             break
@@ -234,8 +228,7 @@ def merge_signature(cls: type) -> None:
         inherited = [
             p.replace(kind=p.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
             for p in inspect.signature(parent).parameters.values()
-            if p.name not in names
-            and p.name not in ("self", "defaults")
+            if p.name not in names and p.name not in ("self", "defaults")
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
         params += inherited

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..core.momentum import ema_, nesterov
+from ..core.momentum import ema_, nesterov_
 from ..core.normalize import rms_align
 from ..core.scaling import shape_scale
 from ..engine.step import MatrixContext, MatrixStep
@@ -24,12 +24,10 @@ def apply_scale(U: torch.Tensor, h: Mapping[str, Any], ctx: MatrixContext) -> to
     return U * shape_scale(m, n, h["scale"], h["rms_target"])
 
 
-def momentum_direction(
-    G: torch.Tensor, S: dict[str, torch.Tensor], h: Mapping[str, Any]
-) -> torch.Tensor:
-    """``M ← βM + (1-β)G``; the Nesterov look-ahead ``(1-β)G + βM`` or ``M``."""
+def momentum_direction(G: torch.Tensor, S: dict[str, torch.Tensor], h: Mapping[str, Any]) -> torch.Tensor:
+    """``M ← βM + (1-β)G``; the Nesterov look-ahead ``(1-β)G + βM`` (written into the scratch ``G``) or ``M``."""
     M = ema_(S["momentum_buffer"], G, h["momentum"])
-    return nesterov(G, M, h["momentum"]) if h["nesterov"] else M
+    return nesterov_(G, M, h["momentum"]) if h["nesterov"] else M
 
 
 class MuonStep(MatrixStep):
@@ -41,10 +39,13 @@ class MuonStep(MatrixStep):
     def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
         return momentum_direction(G, S, self.h)
 
-    def finish(
-        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
-    ) -> torch.Tensor:
+    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
         return apply_scale(O, self.h, ctx)
+
+    def static_scale(self, ctx: MatrixContext) -> float | None:
+        if type(self).finish is not MuonStep.finish or self.h["scale"] == "rms":
+            return None  # a subclass's own finish, or a per-step statistic
+        return shape_scale(*ctx.shape, self.h["scale"], self.h["rms_target"])
 
 
 class Muon(MuonFamilyOptimizer):
@@ -62,8 +63,8 @@ class Muon(MuonFamilyOptimizer):
     Everything else (embeddings, heads, norms, biases) takes AdamW with lr ``η·adamw_lr_ratio``.
     Defaults follow Keller Jordan's reference (lr 0.02 "in units of spectral norm per update",
     momentum 0.95, Nesterov, 5 Jordan steps, aux Adam lr 3e-4 = 0.015·0.02, betas (0.9, 0.95),
-    eps 1e-10) with ``torch.optim.Muon``'s update semantics. Newton–Schulz runs in fp32 on CPUs and
-    bf16 on CUDA unless ``ns_dtype`` says otherwise. Do not use Muon for embeddings or output heads:
+    eps 1e-10) with ``torch.optim.Muon``'s update semantics. Newton–Schulz runs in bf16 where the hardware
+    multiplies bf16 fast (CUDA, CPUs with bf16 matrix units), else fp32, unless ``ns_dtype`` says otherwise. Do not use Muon for embeddings or output heads:
     routing keeps them on AdamW.
 
     Args:

@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from ..core.momentum import ema_
-from ..core.normalize import frobenius_norm, match_norm, row_mean_square
+from ..core.normalize import row_square_sum, safe_ratio
 from ..core.scaling import shape_scale
 from ..engine.step import MatrixContext
 from ..engine.tensors import state_zeros
 from .base import MuonFamilyOptimizer
 from .hyperparameters import OrthogonalizerSpec, own_arguments
-from .muon import MuonStep, apply_scale
+from .muon import MuonStep
 
 
-def normalized_magnitude(
-    O_hat: torch.Tensor, O: torch.Tensor, h: Mapping[str, Any], ctx: MatrixContext
+def magnitude_factor(
+    norm_hat: torch.Tensor, norm_O: Callable[[], torch.Tensor], h: Mapping[str, Any], ctx: MatrixContext
 ) -> torch.Tensor:
-    """Magnitude of a normalised direction ``Ô``.
+    """The factor ``(N, 1, 1)`` that turns a normalised direction ``Ô`` (of norm ``norm_hat``) into ``U``.
 
-    ``scale="rms"`` (the papers): RMS aligned to ``rms_target``. Any other rule (the official codes):
-    ``Ô`` rescaled to ``‖O‖_F`` first, then the static shape factor.
+    ``scale="rms"`` (the papers): ``rms_target·sqrt(mn)/‖Ô‖_F`` (RMS aligned). Any other rule (the
+    official codes): ``‖O‖_F/‖Ô‖_F`` (``Ô`` rescaled to ``O``'s norm, ``norm_O()``) times the static
+    shape factor. A zero ``Ô`` gives 0.
     """
-    if h["scale"] == "rms":
-        return apply_scale(O_hat, h, ctx)
     m, n = ctx.shape
-    reference = frobenius_norm(O, ctx.matrix_sum)
-    return match_norm(O_hat, reference, ctx.matrix_sum) * shape_scale(
-        m, n, h["scale"], h["rms_target"]
-    )
+    if h["scale"] == "rms":
+        return safe_ratio(h["rms_target"] * (m * n) ** 0.5, norm_hat)
+    return safe_ratio(norm_O(), norm_hat) * shape_scale(m, n, h["scale"], h["rms_target"])
 
 
 class NorMuonStep(MuonStep):
@@ -41,12 +39,15 @@ class NorMuonStep(MuonStep):
         rows = state_zeros(p).reshape(p.shape[0], -1)[:, :1]
         return {"momentum_buffer": state_zeros(p), "row_second_moment": rows.contiguous()}
 
-    def finish(
-        self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
-    ) -> torch.Tensor:
-        v = ema_(S["row_second_moment"], row_mean_square(O), self.h["beta2"])
-        O_hat = O / (v.sqrt() + self.h["eps"])
-        return normalized_magnitude(O_hat, O, self.h, ctx)
+    def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
+        """One pass over ``O``: ``U = O ⊙ (γ/(sqrt(v) + ε))`` row-wise, with ``‖Ô‖_F² = Σ_r s_r/(sqrt(v_r) + ε)²``
+        from the row sums ``s_r = Σ_cols O²`` that also feed ``v``, written over ``O`` (no temporary of its size)."""
+        squares = row_square_sum(O)  # (N, m, 1)
+        v = ema_(S["row_second_moment"], squares / max(1, O.size(-1)), self.h["beta2"])
+        inverse = (v.sqrt() + self.h["eps"]).reciprocal_()
+        norm_hat = ctx.matrix_sum(squares * inverse.square()).sqrt()
+        factor = magnitude_factor(norm_hat, lambda: ctx.matrix_sum(squares).sqrt(), self.h, ctx)
+        return O.mul_(inverse.mul_(factor))
 
 
 class NorMuon(MuonFamilyOptimizer):

@@ -5,7 +5,7 @@ decisions are taken on the reduced flags, so every rank skips, raises or steps t
 
 Example:
     >>> import torch
-    >>> finite_flags([torch.zeros(0, 5), torch.tensor([1.0, float("nan")]), torch.ones(2)]).tolist()
+    >>> finite_flags([torch.zeros(0, 5), torch.tensor([1.0, float("nan")]), torch.full((2,), 3e38)]).tolist()
     [True, False, True]
 """
 
@@ -27,24 +27,27 @@ FIRST_STEP_WITHOUT_GRADIENTS = (
 
 
 def finite_flags(grads: list[torch.Tensor]) -> torch.Tensor:
-    """``isfinite`` of each gradient as a bool vector (an empty shard is finite).
+    """``isfinite`` of each gradient as a bool vector on the gradients' device (an empty one is finite).
 
-    Screens with the 2-norm (one fused read of every gradient; the inf-norm is ~20x slower on CPU):
-    NaN/±inf make it non-finite, and so can overflow of huge finite values, hence the exact
-    per-tensor recheck of the flagged ones only.
+    Exact and without a host read: a tensor is finite iff its minimum and maximum are (NaN
+    propagates through both, ``+inf`` shows in the maximum, ``-inf`` in the minimum), and
+    ``aminmax`` reads each gradient once. A 2-norm screen would also flag huge finite values whose
+    squares overflow, and sorting those out needs the host.
     """
-    flags = torch.ones(len(grads), dtype=torch.bool, device=grads[0].device)
-    full = [i for i, g in enumerate(grads) if g.numel()]
-    if full:
-        screened = torch.isfinite(torch.stack(torch._foreach_norm([grads[i] for i in full], 2)))
-        for j in (~screened).nonzero().flatten().tolist():
-            screened[j] = bool(torch.isfinite(grads[full[j]]).all())
-        flags[full] = screened.to(flags.device)
-    return flags
+    true = torch.ones((), dtype=torch.bool, device=grads[0].device)
+    return torch.stack(
+        [torch.isfinite(torch.stack(torch.aminmax(g))).all() if g.numel() else true for g in grads]
+    )
 
 
-def screen_gradients(optimizer: Any, executor: Any) -> bool:
-    """True to step; False to skip (``nonfinite="skip"``); raises otherwise. Touches nothing.
+def screen_gradients(optimizer: Any, executor: Any) -> tuple[bool, torch.Tensor | None]:
+    """``(step, finite)``: whether to step, and the device flag that masks the step (or ``None``).
+
+    ``nonfinite="raise"`` reads one flag on the host and raises on a non-finite gradient, so a
+    step that proceeds has ``finite=None``. ``nonfinite="skip"`` reads nothing: the step runs with
+    ``finite`` (0-d bool), which executors and the AdamW branch use to leave every weight and
+    state unchanged when it is false (as fused AdamW's ``found_inf``), and the skip is counted on
+    the device. Touches nothing itself.
 
     Raises:
         RuntimeError: sparse or complex gradients, or a first step without any gradient on any rank.
@@ -67,11 +70,14 @@ def screen_gradients(optimizer: Any, executor: Any) -> bool:
     finite, anywhere = executor.reduce_gradient_flags(params, finite)  # collective under DDP/FSDP2
     if not anywhere and not optimizer.state:
         raise RuntimeError(FIRST_STEP_WITHOUT_GRADIENTS.format(name=name))
-    if finite is None or bool(finite.all()):
-        return True
+    if finite is None:
+        return True, None
+    every = finite.all()
     if optimizer.nonfinite == "skip":
-        optimizer.skipped_steps += 1
-        return False
+        optimizer.count_skip(~every)
+        return True, every
+    if bool(every):  # the one host read of a step
+        return True, None
     bad = [optimizer._name_of(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok]
     raise FloatingPointError(
         f"{name}: non-finite gradient in {', '.join(bad)}; no weight or optimizer state was "

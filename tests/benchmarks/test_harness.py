@@ -91,7 +91,7 @@ def test_probes_measure_positive_work():
         assert probe.work > 0 and probe.run() > 0
 
 
-def test_candidates_share_gradients_and_refuse_unknown_names():
+def test_candidates_share_gradients_and_refuse_unknown_names(monkeypatch):
     lineup = build_candidates(SHAPE_SETS["small"], ["muon", "torch_muon"], torch.device("cpu"))
     a, b = lineup.candidates["muon"].params, lineup.candidates["torch_muon"].params
     assert all(x.grad is y.grad and x is not y for x, y in zip(a, b, strict=True))
@@ -100,7 +100,8 @@ def test_candidates_share_gradients_and_refuse_unknown_names():
     assert lineup.gradient_checksum() != before
     with pytest.raises(ValueError, match="Unknown candidates: \\['sgd'\\]"):
         build_candidates(SHAPE_SETS["small"], ["sgd"], torch.device("cpu"))
-    assert "muon@bfloat16" in candidate_names(torch.device("cpu"))
+    assert "muon@bfloat16" in candidate_names(torch.device("cpu"))  # fp32 default (pinned)
+    monkeypatch.setenv("LIGHTNING_MUON_NS_DTYPE", "bfloat16")  # as on a bf16 GPU or CPU
     assert "muon@float32" in candidate_names(torch.device("cuda"))
 
 

@@ -80,8 +80,7 @@ def test_exact_polar_drops_null_directions():
 
 
 def test_dtype_follows_device_and_can_be_overridden():
-    assert default_ns_dtype(torch.device("cpu")) == torch.float32
-    assert default_ns_dtype(torch.device("cuda", 0)) == torch.bfloat16
+    assert default_ns_dtype(torch.device("cpu")) == torch.float32  # pinned by tests/conftest.py
     X = torch.randn(8, 16)
     bf16 = newton_schulz(X, JORDAN, dtype=torch.bfloat16)
     assert bf16.dtype == torch.float32  # output keeps the input dtype

@@ -281,7 +281,9 @@ def test_default_transfer_equals_one_process_with_bf16_newton_schulz(
         assert exact["param_rel_diff"] < TOL, exact
         assert exact["scatter_bytes"] == bf16["scatter_bytes"] > 0  # results travel in bf16, exactly
         assert bf16["gather_bytes"] * 2 == exact["gather_bytes"]  # inputs travel in fp32
-        assert bf16["param_rel_diff"] > 10 * TOL  # the explicit option rounds the input first
+        # Newton-Schulz itself casts its input to bf16 before normalising (no fp32 temporary), so
+        # inputs rounded to bf16 in transit give the same update: the explicit option is exact too.
+        assert bf16["param_rel_diff"] < TOL, bf16
 
 
 def test_a_matrix_group_added_after_the_first_step_is_planned_whole(

@@ -15,6 +15,12 @@ pytestmark = [
 CUDA = torch.device("cuda")
 
 
+@pytest.fixture(autouse=True)
+def _device_default_dtype(monkeypatch):
+    """The GPU path runs in the device's own default (the suite pins fp32 for CPU oracles)."""
+    monkeypatch.delenv("LIGHTNING_MUON_NS_DTYPE", raising=False)
+
+
 def test_cuda_defaults_to_bf16_direct_form():
     assert default_ns_dtype(CUDA) == torch.bfloat16
     assert ns_form(768, 3072, torch.bfloat16) == "direct"
