@@ -33,9 +33,9 @@ def _tensors(params: Any) -> list[torch.Tensor]:
         return list(params.parameters())
     out = []
     for item in params:
-        if isinstance(item, dict):
+        if isinstance(item, dict):  # a group: tensors or (name, tensor) pairs
             group = item.get("params", [])
-            out += [group] if isinstance(group, torch.Tensor) else list(group)
+            out += _tensors([group] if isinstance(group, torch.Tensor) else list(group))
         elif isinstance(item, tuple) and len(item) == 2:
             out.append(item[1])
         elif isinstance(item, torch.Tensor):
