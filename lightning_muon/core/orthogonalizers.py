@@ -107,7 +107,8 @@ class ExactPolar(Orthogonalizer):
     """The exact polar factor ``U Vᵀ`` by SVD in float64 (:func:`~lightning_muon.core.orthogonalize.exact_polar`)."""
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        return exact_polar(X)
+        # a step masked for a non-finite gradient (nonfinite="skip") still computes: LAPACK refuses NaN
+        return exact_polar(_finite_or_zero(X))
 
     def flops(self, m: int, n: int, device: torch.device) -> int:
         a, b = min(m, n), max(m, n)
@@ -131,6 +132,8 @@ class SpectralPower(Orthogonalizer):
     eps: float = 1e-6
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        if self.method == "svd":  # as ExactPolar: a masked step's NaN input must not reach LAPACK
+            X = _finite_or_zero(X)
         return spectral_power(X, self.power, self.method, self.iters, self.eps)
 
     def flops(self, m: int, n: int, device: torch.device) -> int:
@@ -191,3 +194,10 @@ def check_orthogonalizer(spec: object) -> None:
             )
         return
     custom_table(spec)  # type: ignore[arg-type]
+
+
+def _finite_or_zero(X: torch.Tensor) -> torch.Tensor:
+    """``X`` with non-finite entries set to 0: only a step that is discarded anyway (a skipped
+    step's masked input) has them, and the SVD-based paths would raise on them. One read of ``X``,
+    negligible beside an SVD."""
+    return torch.where(torch.isfinite(X), X, 0)

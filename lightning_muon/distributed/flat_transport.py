@@ -195,10 +195,16 @@ class FlatTransport:
 
     # ----------------------------------------------------------------- statistics
     def matrix_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of each whole matrix over its slices, ``(N, R, n) → (N, 1, 1)``: one ``all_reduce``."""
+        """Sum of each whole matrix over its slices, ``(N, R, n) → (N, 1, 1)``: one ``all_reduce``.
+
+        ``x`` holds one value per element, or one per row (``(N, R, 1)``, e.g. row sums of squares):
+        every rank holds the touched rows whole, so a row is counted on the rank that holds its first
+        element, and an element on the rank that holds it.
+        """
         if self._mask is None or self._mask.device != x.device:
             self._mask = self.blocks.mask(x.device)
-        total = torch.where(self._mask, x, 0).sum(dim=(-2, -1), keepdim=True)
+        mask = self._mask[..., :1] if x.shape[-1] == 1 else self._mask
+        total = torch.where(mask, x, 0).sum(dim=(-2, -1), keepdim=True)
         dist.all_reduce(total, group=self.group)
         self.stats.record("all_reduce", total.numel() * total.element_size() * (self.world - 1))
         return total

@@ -24,9 +24,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.optim import Optimizer
 
@@ -96,40 +93,6 @@ def _stale_message(optimizer: Optimizer, module: nn.Module, stale: list) -> str:
     )
 
 
-class LiveParametersGuard(Callback):
-    """Refuse to train when a Muon-family optimizer holds parameters the module no longer has.
-
-    Added to every ``Trainer`` through Lightning's ``lightning.pytorch.callbacks_factory`` entry
-    point, so it also covers the stock ``LightningCLI --optimizer`` (which builds the optimizer
-    from ``model.parameters()`` before ``configure_model``) and modules without
-    :class:`~lightning_muon.MuonMixin`. At the start of training every rank compares the
-    optimizer's parameters with the module's (object identity, exact) and the ranks decide
-    together: if any rank finds a stale parameter, every rank raises :class:`StaleParametersError`
-    (none is left waiting in a collective). Other optimizers are not checked.
-    """
-
-    def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        from lightning_muon.lightning.factory import is_muon_family
-
-        found = ""
-        for optimizer in trainer.optimizers:
-            if is_muon_family(type(optimizer)):
-                stale = stale_parameters(optimizer, pl_module)
-                if stale:
-                    found = _stale_message(optimizer, pl_module, stale)
-                    break
-        if trainer.strategy.reduce_boolean_decision(bool(found), all=False):
-            raise StaleParametersError(
-                found
-                or "another process found a Muon-family optimizer holding stale parameters. " + FIX
-            )
-
-
-def callbacks_factory() -> list[Callback]:
-    """The entry point Lightning loads for every ``Trainer`` (``lightning.pytorch.callbacks_factory``)."""
-    return [LiveParametersGuard()]
-
-
 def _reshard_fsdp2(module: nn.Module) -> None:
     """Put FSDP2 modules back in their sharded state (what the optimizer holds).
 
@@ -143,3 +106,4 @@ def _reshard_fsdp2(module: nn.Module) -> None:
     for submodule in module.modules():
         if isinstance(submodule, FSDPModule):
             submodule.reshard()
+

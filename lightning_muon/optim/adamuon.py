@@ -27,12 +27,15 @@ class AdaMuonStep(MuonStep):
         return torch.sign(X, out=G) if self.h["sign_stabilize"] else X  # into the scratch G
 
     def finish(self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext) -> torch.Tensor:
-        """``Ô = O/(sqrt(V) + ε)`` and then ``U`` written over ``O`` (the caller's fresh result):
-        one temporary of ``O``'s size (``sqrt(V)``); the norms come from row norms."""
+        """``Ô = O/(sqrt(V) + ε)`` and then ``U`` written over ``O`` (the caller's fresh result).
+
+        ``‖Ô‖_F`` is summed element by element (a temporary of ``O``'s size): ``V`` is elementwise
+        state, and an executor may hold elements of a row whose state lives elsewhere (FSDP1 slices),
+        which only an elementwise sum can leave out; ``‖O‖_F`` comes from row norms."""
         V = second_moment_(S["second_moment"], O, self.h["momentum"])
         norm_O = frobenius_norm(O, ctx.matrix_sum) if self.h["scale"] != "rms" else None
         O_hat = O.div_(V.sqrt().add_(self.h["eps"]))
-        norm_hat = frobenius_norm(O_hat, ctx.matrix_sum)
+        norm_hat = ctx.matrix_sum(O_hat.square()).sqrt()
         factor = magnitude_factor(norm_hat, lambda: norm_O, self.h, ctx)
         return O_hat.mul_(factor)
 

@@ -32,7 +32,7 @@ from ..engine.step import Capture, MatrixStep
 from .adamw_branch import adamw_group_step
 from .checkpoint import StateDictMixin
 from .flat_routing import print_routing, route_flat, uses_flat_parameters
-from .flat_state import drop_padding, uniform_state
+from .flat_state import uniform_state, without_padding
 from .hyperparameters import Check, check_group, document, merge_signature
 from .param_groups import add_param_group, check_param_group
 from .routing import route_parameters
@@ -278,10 +278,11 @@ class MuonFamilyOptimizer(StateDictMixin):
         return uniform_state(self, state_dict) if self._flat_slices else state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """:meth:`StateDictMixin.load_state_dict`, dropping the padding of :meth:`state_dict` under FSDP1."""
-        super().load_state_dict(state_dict)
+        """:meth:`StateDictMixin.load_state_dict`, dropping the padding of :meth:`state_dict` under FSDP1
+        first, so that the checks see each parameter's own state names."""
         if self._flat_slices:
-            drop_padding(self)
+            state_dict = without_padding(self, state_dict)
+        super().load_state_dict(state_dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

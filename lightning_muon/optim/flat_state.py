@@ -9,7 +9,7 @@ parameter (a block's matrices with its norm gains), so the stock call fails.
 
 :func:`uniform_state` pads the state dict an optimizer hands out: every parameter gets every state
 name used in its flat parameter's group of parameters, the missing ones as zeros shaped like its
-slice (only in the returned dict; the live state is unchanged). :func:`drop_padding` removes them
+slice (only in the returned dict; the live state is unchanged). :func:`without_padding` removes them
 again after loading, so each branch keeps exactly its own state.
 """
 
@@ -52,11 +52,15 @@ def uniform_state(optimizer: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
     return {**state_dict, "state": {**state, **padded}}
 
 
-def drop_padding(optimizer: Any) -> None:
-    """Remove the state names :func:`uniform_state` added (after ``load_state_dict``)."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            entry = optimizer.state.get(p)
-            if entry:
-                for key in set(entry) - _own_keys(optimizer, group, p):
-                    del entry[key]
+def without_padding(optimizer: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with the state names :func:`uniform_state` added removed again (a shallow
+    copy; before ``load_state_dict`` checks each parameter's state names)."""
+    own: dict[Any, set[str]] = {}
+    for saved, group in zip(state_dict["param_groups"], optimizer.param_groups, strict=False):
+        for pid, p in zip(saved["params"], group["params"], strict=False):
+            own[pid] = _own_keys(optimizer, group, p)
+    state = {
+        pid: {k: v for k, v in entry.items() if pid not in own or k in own[pid]}
+        for pid, entry in state_dict["state"].items()
+    }
+    return {**state_dict, "state": state}

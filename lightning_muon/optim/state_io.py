@@ -72,7 +72,7 @@ def record(optimizer: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
             "format": FORMAT_VERSION,
             "algorithm": type(optimizer).algorithm,
             "class": type(optimizer).__name__,
-            "param_shapes": [tuple(p.shape) for p in group["params"]],
+            "param_shapes": [logical_shape(optimizer, p) for p in group["params"]],
         }
     return state_dict
 
@@ -184,10 +184,10 @@ def _check_group(
     shapes = (saved.get(RECORD_KEY) or {}).get("param_shapes")
     if shapes is not None:
         for i, (shape, p) in enumerate(zip(shapes, group["params"], strict=True)):
-            if tuple(shape) != tuple(p.shape):
+            if tuple(shape) != logical_shape(optimizer, p):
                 raise ValueError(
                     f"{label}: {where} was saved for a parameter of shape {tuple(shape)} where this "
-                    f"optimizer has {optimizer._name_of(p)} of shape {tuple(p.shape)} (position {i})"
+                    f"optimizer has {optimizer._name_of(p)} of shape {logical_shape(optimizer, p)} (position {i})"
                 )
     hyper = {k: v for k, v in saved.items() if k not in _GROUP_LABELS}
     candidate = {**hyper, "branch": group["branch"]}
@@ -201,6 +201,13 @@ def _check_group(
     return candidate
 
 
+def logical_shape(optimizer: Any, p: torch.Tensor) -> tuple[int, ...]:
+    """The shape a parameter has in the model: its own, or under FSDP1 its original shape (the
+    tensor itself is this rank's 1-D slice, which changes with the world size)."""
+    flat = optimizer.__dict__.get("_flat_slices")
+    return tuple(flat[id(p)].shape) if flat and id(p) in flat else tuple(p.shape)
+
+
 def expected_state(
     optimizer: Any, p: torch.Tensor, group: dict[str, Any]
 ) -> dict[str, tuple[int, ...]]:
@@ -211,7 +218,11 @@ def expected_state(
         return shapes
     meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
     fresh = optimizer.matrix_step(group).init_state(meta)
-    shapes.update({k: tuple(v.shape) for k, v in fresh.items()})
+    flat = optimizer.__dict__.get("_flat_slices")
+    if flat and id(p) in flat:  # FSDP1 keeps all state slice-shaped (row statistics expanded)
+        shapes.update({k: tuple(p.shape) for k in fresh})
+    else:
+        shapes.update({k: tuple(v.shape) for k, v in fresh.items()})
     return shapes
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 import lightning_muon
 import lightning_muon as lm
+import lightning_muon.lightning.live_guard
 from lightning_muon.lightning import StaleParametersError
 
 HERE = Path(__file__).resolve().parent
@@ -114,7 +115,7 @@ def fit_with_guard(module: pl.LightningModule, optimizer_of) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[lm.lightning.guard.LiveParametersGuard()],
+        callbacks=[lm.lightning.live_guard.LiveParametersGuard()],
     )  # fmt: skip
     trainer.fit(module)
     return trainer
@@ -143,6 +144,6 @@ def test_guard_lets_a_correct_optimizer_and_other_optimizers_train():
 
 def test_the_guard_is_declared_as_a_lightning_entry_point():
     declared = declared_callback_factories()
-    assert declared == {"lightning_muon": "lightning_muon.lightning.guard:callbacks_factory"}
-    [guard] = lm.lightning.guard.callbacks_factory()
-    assert isinstance(guard, lm.lightning.guard.LiveParametersGuard)
+    assert declared == {"lightning_muon": "lightning_muon.lightning.live_guard:callbacks_factory"}
+    [guard] = lm.lightning.live_guard.callbacks_factory()
+    assert isinstance(guard, lm.lightning.live_guard.LiveParametersGuard)
