@@ -43,6 +43,23 @@ Record = UpdateNormRecord | SpectrumRecord
 _SOURCE_STYLE = {"update": "-", "momentum": "--", "direction": ":", "weight": "-."}
 
 
+
+def _per_param_panels(recs: list, params: Any, step: int | None, nothing: str) -> tuple[Any, list]:
+    """A figure of one panel per parameter, and ``(axis, name, records at the step)`` of each
+    panel that has records; the other panels (or the only one, without parameters) say so."""
+    names = list(params) if params is not None else _params(recs)
+    fig, axes = _figure(len(names))
+    if not names:
+        _empty(axes[0], nothing)
+    panels = []
+    for ax, name in zip(axes, names, strict=False):
+        chosen = _at_step([r for r in recs if r.param == name], step)
+        if chosen:
+            panels.append((ax, name, chosen))
+        else:
+            _empty(ax, f"{name}: no record")
+    return fig, panels
+
 def _figure(
     n_panels: int, ncols: int | None = None, size: float = 3.2
 ) -> tuple[Figure, list[Axes]]:
@@ -133,16 +150,8 @@ def plot_row_norms(
         A figure; a panel says so when there is nothing to draw.
     """
     recs = [r for r in _records(records) if isinstance(r, UpdateNormRecord)]
-    names = list(params) if params is not None else _params(recs)
-    fig, axes = _figure(len(names))
-    if not names:
-        _empty(axes[0], "no update-norm records yet")
-        return fig
-    for ax, name in zip(axes, names, strict=False):
-        chosen = _at_step([r for r in recs if r.param == name], step)
-        if not chosen:
-            _empty(ax, f"{name}: no record")
-            continue
+    fig, panels = _per_param_panels(recs, params, step, "no update-norm records yet")
+    for ax, name, chosen in panels:
         rec = chosen[0]
         _draw_row_norms(ax, rec, f"step {rec.step}", normalize)
         ax.set_title(name, fontsize=9)
@@ -172,16 +181,8 @@ def plot_spectra(
         A figure with log-scaled y axes.
     """
     recs = [r for r in _records(records) if isinstance(r, SpectrumRecord) and r.source in sources]
-    names = list(params) if params is not None else _params(recs)
-    fig, axes = _figure(len(names))
-    if not names:
-        _empty(axes[0], "no spectrum records yet")
-        return fig
-    for ax, name in zip(axes, names, strict=False):
-        chosen = _at_step([r for r in recs if r.param == name], step)
-        if not chosen:
-            _empty(ax, f"{name}: no record")
-            continue
+    fig, panels = _per_param_panels(recs, params, step, "no spectrum records yet")
+    for ax, name, chosen in panels:
         for rec in chosen:
             _draw_spectrum(ax, rec, rec.source, normalize, _SOURCE_STYLE.get(rec.source, "-"))
         ax.set_yscale("log")

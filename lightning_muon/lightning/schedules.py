@@ -160,6 +160,22 @@ class _WarmupSchedule(LRScheduler):
                 setattr(self, key, value)
 
 
+#: The ``Args:`` lines every decaying schedule shares (filled into their docstrings).
+_DECAY_ARGS = (
+    "        optimizer: Wrapped optimizer.\n"
+    "        total_steps: Total optimizer steps of the run (``None``: filled in from the Trainer).\n"
+    "        warmup_steps: Steps of linear warmup from ``lr/warmup_steps`` to ``lr``.\n"
+    "        min_lr_ratio: Final learning rate as a fraction of the base learning rate.\n"
+    "        last_epoch: Index of the last step taken (``-1``: start fresh).\n"
+)
+
+
+def _decay_args(cls: type) -> type:
+    """Append the shared ``Args:`` section to ``cls``'s docstring (read by LightningCLI's help)."""
+    cls.__doc__ = f"{cls.__doc__.rstrip()}\n\n    Args:\n{_DECAY_ARGS}    "
+    return cls
+
+
 class WarmupConstantLR(_WarmupSchedule):
     """Linear warmup over ``warmup_steps``, then the constant base learning rate.
 
@@ -175,16 +191,9 @@ class WarmupConstantLR(_WarmupSchedule):
         return 1.0
 
 
+@_decay_args
 class WarmupCosineLR(_WarmupSchedule):
-    """Linear warmup, then cosine decay to ``min_lr_ratio × lr`` at ``total_steps``.
-
-    Args:
-        optimizer: Wrapped optimizer.
-        total_steps: Total optimizer steps of the run (``None``: filled in from the Trainer).
-        warmup_steps: Steps of linear warmup from ``lr/warmup_steps`` to ``lr``.
-        min_lr_ratio: Final learning rate as a fraction of the base learning rate.
-        last_epoch: Index of the last step taken (``-1``: start fresh).
-    """
+    """Linear warmup, then cosine decay to ``min_lr_ratio × lr`` at ``total_steps``."""
 
     def after_warmup(self, step: int) -> float:
         progress = self._progress(step, self.warmup_steps)
@@ -192,16 +201,9 @@ class WarmupCosineLR(_WarmupSchedule):
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
 
 
+@_decay_args
 class WarmupLinearLR(_WarmupSchedule):
-    """Linear warmup, then linear decay to ``min_lr_ratio × lr`` (default: zero) at ``total_steps``.
-
-    Args:
-        optimizer: Wrapped optimizer.
-        total_steps: Total optimizer steps of the run (``None``: filled in from the Trainer).
-        warmup_steps: Steps of linear warmup from ``lr/warmup_steps`` to ``lr``.
-        min_lr_ratio: Final learning rate as a fraction of the base learning rate.
-        last_epoch: Index of the last step taken (``-1``: start fresh).
-    """
+    """Linear warmup, then linear decay to ``min_lr_ratio × lr`` (default: zero) at ``total_steps``."""
 
     def after_warmup(self, step: int) -> float:
         progress = self._progress(step, self.warmup_steps)
