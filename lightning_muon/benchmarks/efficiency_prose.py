@@ -295,10 +295,14 @@ def switch_intro(data: dict[str, Any]) -> str:
         "A Muon-family optimizer is two optimizers in one: the orthogonalised update for the hidden "
         "weight matrices (attention and MLP) and an AdamW branch for everything else (embeddings, "
         "output head, norms, biases), which runs at `lr × adamw_lr_ratio`. Switching from AdamW "
-        "therefore sets two learning rates. With the defaults (as of this version) the ratio is 1 "
-        "and the matrix update's RMS is matched to AdamW's, so one `lr` serves both branches.\n\n"
-        "**Start from the optimizer's default lr**, not from your AdamW lr: on the benchmark AdamW's "
-        f"tuned lr was {adamw['lr']:.3g} and the proposed defaults, each the best of its grid, lie "
+        "therefore sets two learning rates. NorMuon, AdaMuon, Muon-NSR and Muon-VS already share "
+        "one `lr` between both branches (ratio 1, update RMS matched to AdamW's); Muon's "
+        "constructor defaults are still Keller Jordan's (lr 0.02, `scale=\"keller\"`, ratio 0.015). "
+        "The *proposed defaults* below (one lr for both branches, RMS matched; for Muon "
+        "`scale=\"moonlight\", adamw_lr_ratio=1`) are measured here but not yet the classes' "
+        "defaults: pass them explicitly.\n\n"
+        "**Start from the proposed lr**, not from your AdamW lr: on the benchmark AdamW's "
+        f"tuned lr was {adamw['lr']:.3g} and the proposed lrs, each the best of its grid, lie "
         f"at {span}; the table shows what each costs.\n"
     )
 
@@ -341,7 +345,8 @@ def switch_rules(data: dict[str, Any]) -> str:
     keep = ", ".join(f"{n} {_pct(_f(r))}" for n, r in at_adamw)
     lines = [
         "## Rules of thumb\n",
-        "1. Keep the defaults and set only `lr`; the AdamW branch follows it.",
+        "1. Start from the proposed settings and set only `lr`; with ratio 1 the AdamW branch "
+        "follows it.",
         "2. To tune, move `lr` by factors of 2 first, then `adamw_lr_ratio` by factors of 2 "
         "(½, 2): the AdamW branch's lr matters about as much as the matrices' one.",
         "3. Keeping AdamW's tuned lr unchanged leaves steps on the table, and can lose to "
