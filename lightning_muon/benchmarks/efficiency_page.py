@@ -203,7 +203,7 @@ def render(data: dict[str, Any], prose: dict[str, str] | None = None) -> str:
         "## Defaults: switching the optimizer and keeping the rest\n",
         f"Seed {first}. *0.1 defaults*: the defaults of lightning_muon 0.1 (lr, `adamw_lr_ratio`, "
         "`scale`), passed explicitly. *Proposed defaults*: the defaults chosen from the grids "
-        "(the class defaults as of the version that ships this page), passed explicitly. "
+        "(proposals, not yet the classes' defaults), passed explicitly. "
         "*AdamW's lr*: the same with `lr` set to AdamW's tuned lr, as a user who switches the "
         "optimizer flag and keeps the lr would.\n",
         defaults_table(data["defaults"]),
