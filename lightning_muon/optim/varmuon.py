@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from ..core.elementwise import bias_correction, nsr_direction, variance_, vs_direction
+from ..core.elementwise import bias_correction, nsr_direction_, variance_, vs_direction_
 from ..core.momentum import ema_
+from ..core.workspace import thread_workspace
 from ..engine.step import MatrixContext
 from ..engine.tensors import state_zeros
 from .base import MuonFamilyOptimizer
@@ -37,16 +38,26 @@ class VarianceAdaptiveStep(MuonStep):
     def init_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"momentum_buffer": state_zeros(p), "variance": state_zeros(p)}
 
-    def lookahead(
+    def lookahead_(
         self, G: torch.Tensor, S: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Update ``M``, ``Γ`` and write ``M̃`` over ``G`` (the executor's scratch copy).
+
+        Returns ``(M̃, s, scratch)`` with ``s = 1/(1-β^t)`` (``Γ̂ = sΓ``, shape ``(N, 1, 1)``) and
+        one workspace buffer of ``G``'s shape for the caller's denominator: the whole input is
+        written once, with one scratch of its size and no other temporary.
+        """
         beta = self.h["momentum"]
         M, gamma = S["momentum_buffer"], S["variance"]
-        variance_(gamma, M, G, beta)
+        scratch = thread_workspace().get("variance_direction", G.shape, G.dtype, G.device)
+        variance_(gamma, M, G, beta, scratch)
         ema_(M, G, beta)
-        correction = bias_correction(beta, S["step"], G.dtype)
-        M_hat, gamma_hat = M / correction, gamma / correction
-        return (G + (beta / (1.0 - beta)) * M_hat if self.h["nesterov"] else M_hat), gamma_hat
+        inverse = bias_correction(beta, S["step"], G.dtype).reciprocal_()
+        if self.h["nesterov"]:
+            G.addcmul_(M, inverse, value=beta / (1.0 - beta))
+        else:
+            torch.mul(M, inverse, out=G)
+        return G, inverse, scratch
 
     def finish(
         self, O: torch.Tensor, S: dict[str, torch.Tensor], ctx: MatrixContext
@@ -58,14 +69,18 @@ class MuonNSRStep(VarianceAdaptiveStep):
     """``X = M̃ / (sqrt(M̃² + αΓ̂) + ε)``."""
 
     def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nsr_direction(*self.lookahead(G, S), self.h["alpha"], self.h["eps"])
+        m_tilde, inverse, scratch = self.lookahead_(G, S)
+        return nsr_direction_(
+            m_tilde, S["variance"], self.h["alpha"], self.h["eps"], inverse, scratch
+        )
 
 
 class MuonVSStep(VarianceAdaptiveStep):
     """``X = M̃ / (sqrt(Γ̂) + ε)``."""
 
     def begin(self, G: torch.Tensor, S: dict[str, torch.Tensor]) -> torch.Tensor:
-        return vs_direction(*self.lookahead(G, S), self.h["eps"])
+        m_tilde, inverse, scratch = self.lookahead_(G, S)
+        return vs_direction_(m_tilde, S["variance"], self.h["eps"], inverse, scratch)
 
 
 class MuonNSR(MuonFamilyOptimizer):
