@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -50,6 +51,7 @@ from typing import Any
 
 import torch
 
+from ..core.ns_dtype import DTYPES, ENV_VAR
 from .efficiency_config import (
     ADAMUON_ABLATION,
     BORROWED_CELL,
@@ -76,8 +78,9 @@ Job = tuple[str, float, int, dict[str, Any]]
 _DATA: BenchData | None = None
 
 
-def _init_worker(threads: int, data_kwargs: dict[str, Any]) -> None:
+def _init_worker(threads: int, data_kwargs: dict[str, Any], ns_dtype: str) -> None:
     global _DATA
+    os.environ[ENV_VAR] = ns_dtype  # before any optimizer decides its default
     torch.set_num_threads(threads)
     _DATA = BenchData.load(**data_kwargs)
 
@@ -111,10 +114,12 @@ class Runner:
             val_windows=args.val_windows,
             data_dir=args.data_dir,
         )
+        self.ns_dtype = args.ns_dtype
         self.key = {
             "model": self.model_kwargs,
             "train": self.train_kwargs,
             "data": self.data_kwargs,
+            "ns_dtype": args.ns_dtype,
         }
         self.cache = cache
         self.threads = args.threads
@@ -132,13 +137,13 @@ class Runner:
         self.pool = (
             ProcessPoolExecutor(
                 args.jobs, mp_context=context, initializer=_init_worker,
-                initargs=(args.threads, self.data_kwargs),
+                initargs=(args.threads, self.data_kwargs, args.ns_dtype),
             )
             if args.jobs > 1
             else None
         )  # fmt: skip
         if self.pool is None:
-            _init_worker(args.threads, self.data_kwargs)
+            _init_worker(args.threads, self.data_kwargs, args.ns_dtype)
 
     def run(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
         """Results of ``(optimizer, lr, seed, kwargs)`` jobs, in order (cached ones are not rerun).
@@ -169,7 +174,7 @@ class Runner:
     ) -> dict[str, float]:
         """Interleaved step times of ``configs`` (label → (optimizer, lr, kwargs)), in this process."""
         if _DATA is None:
-            _init_worker(self.threads, self.data_kwargs)
+            _init_worker(self.threads, self.data_kwargs, self.ns_dtype)
         assert _DATA is not None
         spec = (ModelSpec(**self.model_kwargs), TrainSpec(**self.train_kwargs), _DATA)
         return interleaved_step_times(configs, *spec, rounds)
@@ -290,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-extensions", type=int, default=6, help="grid extension rounds")
     p.add_argument("--no-grid", nargs="*", default=["spectral_muon", "muon_vs"], choices=OPTIMIZERS,
                    help="optimizers measured without their own grid (see BORROWED_CELL)")  # fmt: skip
-    p.add_argument("--adamw-axis-only", nargs="*", default=[], choices=OPTIMIZERS,
+    p.add_argument("--adamw-axis-only", nargs="*", default=["muon_keller"], choices=sorted(GRIDS),
                    help="search only the AdamW-branch lr of these (the matrix lr at the centre)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=preset["seeds"])
     for name in ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size"):
@@ -300,6 +305,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-bytes", type=int, default=preset["max_bytes"])
     p.add_argument("--data-dir", default=None, help="folder of text files (default: the stdlib)")
     p.add_argument("--device", default=preset["device"])
+    p.add_argument("--ns-dtype", choices=sorted(DTYPES), default=preset["ns_dtype"],
+                   help="Newton-Schulz compute dtype of every run (part of the cache key)")  # fmt: skip
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=preset["bf16"])
     p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                    help="run the AdaMuon ablation")  # fmt: skip
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runner = Runner(args, args.out.with_suffix(".runs.jsonl"))
     grids = {
         label: Grid(
-            label, name, lr0, a0, kwargs, "adamw" if name in args.adamw_axis_only else "both"
+            label, name, lr0, a0, kwargs, "adamw" if label in args.adamw_axis_only else "both"
         )
         for label, (name, lr0, a0, kwargs) in GRIDS.items()
         if name in args.optimizers and name not in args.no_grid

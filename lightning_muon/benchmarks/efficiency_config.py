@@ -17,16 +17,17 @@ import json
 from typing import Any
 
 OPTIMIZERS = ("adamw", "muon", "normuon", "adamuon", "muon_nsr", "muon_vs", "spectral_muon")
-#: Grid label: (optimizer, lr0, adamw_lr0, fixed kwargs). The fixed kwargs pin each optimizer's
-#: 0.1 scale rule, so the grid means the same after a change of defaults. Centres: Muon at its 0.1
-#: defaults; AdamW at 2e-3 (the best lr of the earlier 1-D sweep, next to torch's 1e-3); the others
-#: at the best lr of the earlier 1-D sweep at their 0.1 ratio (their 0.1 default lr, 1e-3, lies 3-4
-#: doublings below it).
+#: Grid label: (optimizer, lr0, adamw_lr0, fixed kwargs). The fixed kwargs pin each grid's scale
+#: rule, so a grid means the same whatever the class defaults are. Centres: the best cells of an
+#: earlier, partial grid (AdamW 2e-3, next to torch's 1e-3; "muon" is Muon with the Moonlight rule,
+#: the default since 0.2; "muon_keller" Muon with the paper's rule, searched along the AdamW-branch
+#: axis at the paper's lr 0.02, the best matrix lr of that earlier grid).
 GRIDS: dict[str, tuple[str, float, float | None, dict[str, Any]]] = {
     "adamw": ("adamw", 2e-3, None, {}),
-    "muon": ("muon", 0.02, 3e-4, {"scale": "keller"}),
-    "normuon": ("normuon", 8e-3, 8e-3, {"scale": "rms"}),
-    "adamuon": ("adamuon", 1.6e-2, 1.6e-2, {"scale": "rms"}),
+    "muon": ("muon", 1e-2, 1e-2, {"scale": "moonlight", "rms_target": 0.2}),
+    "muon_keller": ("muon", 0.02, 1.2e-3, {"scale": "keller"}),
+    "normuon": ("normuon", 8e-3, 1.6e-2, {"scale": "rms"}),
+    "adamuon": ("adamuon", 1.6e-2, 3.2e-2, {"scale": "rms"}),
     "muon_nsr": ("muon_nsr", 1.6e-2, 1.6e-2, {"scale": "moonlight"}),
     "muon_vs": ("muon_vs", 1.6e-2, 1.6e-2, {"scale": "moonlight"}),
     "spectral_muon": ("spectral_muon", 0.02, 6e-4, {"power": 0.5, "scale": "auto"}),
@@ -55,9 +56,14 @@ PROPOSED_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {
     "muon_nsr": (1.6e-2, {"scale": "moonlight", "adamw_lr_ratio": 1.0}),
     "muon_vs": (1.6e-2, {"scale": "moonlight", "adamw_lr_ratio": 1.0}),
 }
-#: One change at a time at AdaMuon's best cell: label → kwargs overriding the grid's.
+#: One change at a time at AdaMuon's best cell: label → kwargs overriding the grid's. A huge ε
+#: makes ``O/(sqrt(V)+ε)`` proportional to ``O``: the second moment drops out (sign-Muon).
 ADAMUON_ABLATION: dict[str, dict[str, Any]] = {
     "no sign (Muon + Adam)": {"sign_stabilize": False},
+    "no second moment (ε = 1e3)": {"eps": 1e3},
+    "no sign, no second moment (Muon, RMS 0.2)": {"sign_stabilize": False, "eps": 1e3},
+    "ε = 1e-2": {"eps": 1e-2},
+    "Nesterov (official code)": {"nesterov": True},
     "weight decay 0": {"weight_decay": 0.0},
 }
 PRESETS: dict[str, dict[str, Any]] = {
@@ -65,20 +71,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         n_layer=4, n_embd=128, n_head=4, block_size=128, steps=400, batch_size=4,
         warmup_steps=20, eval_every=20, val_windows=64, max_bytes=4_000_000, seeds=[0, 1, 2],
-        device="cpu", bf16=False,
+        device="cpu", bf16=False, ns_dtype="float32",
     ),
     # The same with 1024 tokens/step (the recipes/litgpt/tiny setting): about twice the time.
     "cpu-long": dict(
         n_layer=4, n_embd=128, n_head=4, block_size=128, steps=400, batch_size=8,
         warmup_steps=20, eval_every=20, val_windows=64, max_bytes=4_000_000, seeds=[0, 1, 2],
-        device="cpu", bf16=False,
+        device="cpu", bf16=False, ns_dtype="float32",
     ),
     # GPT-2-small class (12 x 768, context 1024), 16k tokens/step, 1000 steps (1.4 passes over
     # the 12 MB standard library), bf16 autocast.
     "gpu": dict(
         n_layer=12, n_embd=768, n_head=12, block_size=1024, steps=1000, batch_size=16,
         warmup_steps=100, eval_every=50, val_windows=256, max_bytes=None, seeds=[0, 1, 2],
-        device="cuda", bf16=True,
+        device="cuda", bf16=True, ns_dtype="bfloat16",
     ),
 }  # fmt: skip
 
