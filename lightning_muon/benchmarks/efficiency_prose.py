@@ -302,9 +302,9 @@ def switch_intro(data: dict[str, Any]) -> str:
         "output head, norms, biases), which runs at `lr × adamw_lr_ratio`. Switching from AdamW "
         "therefore sets two learning rates. NorMuon, AdaMuon, Muon-NSR and Muon-VS already share "
         "one `lr` between both branches (ratio 1, update RMS matched to AdamW's); Muon's "
-        "constructor defaults are still Keller Jordan's (lr 0.02, `scale=\"keller\"`, ratio 0.015). "
+        'constructor defaults are still Keller Jordan\'s (lr 0.02, `scale="keller"`, ratio 0.015). '
         "The *proposed defaults* below (one lr for both branches, RMS matched; for Muon "
-        "`scale=\"moonlight\", adamw_lr_ratio=1`) are measured here but not yet the classes' "
+        '`scale="moonlight", adamw_lr_ratio=1`) are measured here but not yet the classes\' '
         "defaults: pass them explicitly.\n\n"
         "**Start from the proposed lr**, not from your AdamW lr: on the benchmark AdamW's "
         f"tuned lr was {adamw['lr']:.3g} and the proposed lrs, each the best of its grid, lie "
