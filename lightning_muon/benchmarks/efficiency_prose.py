@@ -97,6 +97,8 @@ def intro(data: dict[str, Any]) -> str:
             else f", and this page's run did (median {_median_wall(data):.0f} s per 400-step run). "
         )
     ]
+    if cfg.get("ns_dtype"):
+        lines.append(f"Newton–Schulz runs in {cfg['ns_dtype']} in every run (`--ns-dtype`). ")
     if no_grid:
         lines.append(
             f"Without their own grid: {', '.join(no_grid)} (measured at its defaults and at "
