@@ -20,7 +20,7 @@ Protocol, identical for every optimizer:
    validation windows are fixed). AdamW's final loss of each seed is the target of that seed.
 3. **Reference and defaults**: the one-lr Muon + AdamW hybrid (:data:`HYBRID`) on every seed; each
    optimizer at its 0.1 defaults (:data:`V01_DEFAULTS`) at its own default lr and at AdamW's tuned
-   lr; the defaults of :data:`PROPOSED_DEFAULTS` (passed explicitly) on every seed and at AdamW's
+   lr; the defaults of :data:`DEFAULTS` (passed explicitly) on every seed and at AdamW's
    tuned lr.
 4. **Ablation**: AdaMuon's best cell with one setting changed at a time (:data:`ADAMUON_ABLATION`).
 
@@ -55,11 +55,11 @@ from ..core.ns_dtype import DTYPES, ENV_VAR
 from .efficiency_config import (
     ADAMUON_ABLATION,
     BORROWED_CELL,
+    DEFAULTS,
     GRIDS,
     HYBRID,
     OPTIMIZERS,
     PRESETS,
-    PROPOSED_DEFAULTS,
     V01_DEFAULTS,
     run_key,
 )
@@ -232,11 +232,11 @@ def plan_after_grid(
             (f"{name}|0.1 defaults", (name, lr, seeds[0], kwargs)),
             (f"{name}|0.1 defaults, AdamW's lr", (name, adamw_lr, seeds[0], kwargs)),
         ]
-        if name in PROPOSED_DEFAULTS:
-            lr, kwargs = PROPOSED_DEFAULTS[name]
-            plan["tuned"] += [(f"{name} (proposed defaults)", (name, lr, s, kwargs)) for s in seeds]
+        if name in DEFAULTS:
+            lr, kwargs = DEFAULTS[name]
+            plan["tuned"] += [(f"{name} (defaults)", (name, lr, s, kwargs)) for s in seeds]
             plan["defaults"].append(
-                (f"{name}|proposed defaults, AdamW's lr", (name, adamw_lr, seeds[0], kwargs))
+                (f"{name}|defaults, AdamW's lr", (name, adamw_lr, seeds[0], kwargs))
             )
     if "adamuon" in best and args.ablation:
         name, lr, _, kwargs = best["adamuon"]
@@ -249,9 +249,9 @@ def plan_after_grid(
 
 def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]) -> int:
     """Order of the runs after the grid, so that a benchmark cut short has the most useful ones:
-    the first seed of every tuned row (borrowed cells last), Muon's proposed defaults at AdamW's
+    the first seed of every tuned row (borrowed cells last), Muon's defaults at AdamW's
     lr, the first ablation change, the second seed of AdamW and Muon-NSR (a first look at the
-    spread over seeds), the other proposed defaults at AdamW's lr, the other ablation changes and
+    spread over seeds), the other defaults at AdamW's lr, the other ablation changes and
     the 0.1 defaults at AdamW's lr, the second seed of the others, the further seeds, then the defaults at their own lr."""
     first_change = next(iter(ADAMUON_ABLATION), None)
     ranks = []
@@ -268,12 +268,12 @@ def _priority(job: Job, plan: dict[str, list[tuple[str, Job]]], seeds: list[int]
                     ranks.append(7)
             elif section == "ablation":
                 ranks.append(2 if label in (first_change, "grid's best") else 5)
-            elif label == "muon|proposed defaults, AdamW's lr":
+            elif label == "muon|defaults, AdamW's lr":
                 ranks.append(1)
             else:
                 ranks.append(
                     3
-                    if label.endswith("proposed defaults, AdamW's lr")
+                    if label.endswith("defaults, AdamW's lr")
                     else 5
                     if label.endswith("AdamW's lr")
                     else 8

@@ -45,11 +45,12 @@ V01_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {
     "muon_vs": (1e-3, {"scale": "moonlight", "adamw_lr_ratio": 1.0}),
     "spectral_muon": (1e-2, {"power": 0.5, "scale": "auto", "adamw_lr_ratio": 0.03}),
 }
-#: The proposed defaults (lr, kwargs), measured with the kwargs passed explicitly. The rule: the
+#: The classes' defaults (lr, kwargs), measured with the kwargs passed explicitly (a test checks
+#: that they equal the constructors' defaults). The rule: the
 #: orthogonal update's RMS matched to AdamW's (``scale="moonlight"``, or ``"rms"`` where the paper's
 #: update is RMS-normalised) and ``adamw_lr_ratio=1``, so one lr serves both branches; each lr the
 #: best factor-of-2 value of its grid at that ratio (Muon: the one-lr Moonlight hybrid).
-PROPOSED_DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {
+DEFAULTS: dict[str, tuple[float, dict[str, Any]]] = {
     "muon": HYBRID[1:],
     "normuon": (8e-3, {"scale": "rms", "adamw_lr_ratio": 1.0}),
     "adamuon": (1.6e-2, {"scale": "rms", "adamw_lr_ratio": 1.0}),

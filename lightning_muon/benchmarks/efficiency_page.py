@@ -63,7 +63,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
              measured, ok)
         )  # fmt: skip
     hybrid = _frac(tuned.get("hybrid"))
-    for label in ("muon (proposed defaults)", "muon|0.1 defaults"):
+    for label in ("muon (defaults)", "muon|0.1 defaults"):
         row = tuned.get(label) or defaults.get(label)
         if row is None or hybrid is None:
             continue
@@ -75,7 +75,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
              f"{_pct(x)} ({seeds})", x is not None and x <= hybrid)
         )  # fmt: skip
     adamw_final = data["targets"][str(data["config"]["seeds"][0])]
-    for setting in ("proposed defaults", "0.1 defaults"):
+    for setting in ("defaults", "0.1 defaults"):
         rows = [(n, defaults.get(f"{n}|{setting}, AdamW's lr")) for n in FAMILY]
         rows = [(n, r) for n, r in rows if r is not None]
         if not rows:
@@ -202,8 +202,8 @@ def render(data: dict[str, Any], prose: dict[str, str] | None = None) -> str:
         targets_table(data),
         "## Defaults: switching the optimizer and keeping the rest\n",
         f"Seed {first}. *0.1 defaults*: the defaults of lightning_muon 0.1 (lr, `adamw_lr_ratio`, "
-        "`scale`), passed explicitly. *Proposed defaults*: the defaults chosen from the grids "
-        "(proposals, not yet the classes' defaults), passed explicitly. "
+        "`scale`), passed explicitly. *Defaults*: the classes' defaults, chosen from the grids "
+        "(passed explicitly, so the run means the same if they change again). "
         "*AdamW's lr*: the same with `lr` set to AdamW's tuned lr, as a user who switches the "
         "optimizer flag and keeps the lr would.\n",
         defaults_table(data["defaults"]),
@@ -244,21 +244,21 @@ def switching_page(data: dict[str, Any], prose: dict[str, str] | None = None) ->
     tuned, defaults = _rows(data, "table"), _rows(data, "defaults")
     adamw = tuned["adamw"]
     lines = [
-        "| optimizer | tuned lr / AdamW-branch lr | % of AdamW's steps, tuned | proposed defaults "
+        "| optimizer | tuned lr / AdamW-branch lr | % of AdamW's steps, tuned | defaults "
         "| % of AdamW's steps at them | at AdamW's lr, defaults otherwise |",
         "|---|---|---|---|---|---|",
     ]
     for name in FAMILY:
         row = tuned.get(name)
-        proposed = tuned.get(f"{name} (proposed defaults)")
-        at_adamw = defaults.get(f"{name}|proposed defaults, AdamW's lr") or defaults.get(
+        measured = tuned.get(f"{name} (defaults)")
+        at_adamw = defaults.get(f"{name}|defaults, AdamW's lr") or defaults.get(
             f"{name}|0.1 defaults, AdamW's lr"
         )
-        if row is None and proposed is None:
+        if row is None and measured is None:
             continue
         lines.append(
-            f"| {name} | {_lr_pair(row)} | {_pct(_frac(row))} | {_lr_pair(proposed)} "
-            f"| {_pct(_frac(proposed))} | {_pct(_frac(at_adamw))} |"
+            f"| {name} | {_lr_pair(row)} | {_pct(_frac(row))} | {_lr_pair(measured)} "
+            f"| {_pct(_frac(measured))} | {_pct(_frac(at_adamw))} |"
         )
     parts = [
         "# Switching from AdamW\n",

@@ -147,23 +147,28 @@ def _final(row: dict[str, Any] | None) -> float | None:
     return None if row is None or row["final_val_loss"] is None else row["final_val_loss"]["mean"]
 
 
-#: The papers' (or reference code's) own settings, kept available as explicit kwargs.
-PAPER_SETTINGS = {
-    "muon": ("Keller Jordan's Muon", 'scale="keller", lr=0.02, adamw_lr_ratio=0.015'),
-    "normuon": ("NorMuon paper, Algorithm 1 (GPT-2 setting)", "lr=1e-3"),
-    "adamuon": ("AdaMuon paper, Algorithm 1 (GPT-2 setting)", "lr=1e-3"),
-    "muon_nsr": ("Muon-NSR official code", "lr=1e-3"),
-    "muon_vs": ("Muon-VS official code", "lr=1e-3"),
-}
+def paper_settings() -> dict[str, tuple[str, str]]:
+    """Each optimizer's paper setting where its defaults differ (the classes' ``paper_settings``)."""
+    from ..optim.registry import get_optimizer_class
+
+    out = {}
+    for name in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs"):
+        cls = get_optimizer_class(name)
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in cls.paper_settings.items())
+        out[name] = (
+            cls.paper_source,
+            f"{cls.__name__}(params, **{cls.__name__}.paper_settings)`: `{kwargs}",
+        )
+    return out
 
 
 def defaults(data: dict[str, Any]) -> str:
-    """The rule behind the proposed defaults, and the measurements that support or limit it."""
+    """The rule behind the defaults, and the measurements that support or limit it."""
     tuned, d = _rows(data, "table"), _rows(data, "defaults")
     first = str(data["config"]["seeds"][0])
     adamw_final = data["targets"].get(first)  # the defaults rows run on the first seed
     lines = [
-        "**The rule of the proposed defaults.** The orthogonal update's RMS is matched to AdamW's "
+        "**The rule of the defaults.** The orthogonal update's RMS is matched to AdamW's "
         '(`scale="moonlight"`, 0.2·sqrt(max(m, n)), or `scale="rms"` where the paper normalises '
         "the update's RMS to 0.2) and `adamw_lr_ratio=1`, so **one lr serves both branches**; each "
         "default lr is the best factor-of-2 value of its grid at that ratio. For Muon that is the "
@@ -171,13 +176,13 @@ def defaults(data: dict[str, Any]) -> str:
         "",
     ]
     for name in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs"):
-        best, prop = tuned.get(name), tuned.get(f"{name} (proposed defaults)")
+        best, prop = tuned.get(name), tuned.get(f"{name} (defaults)")
         old = d.get(f"{name}|0.1 defaults")
         parts = []
         if best is not None:
             parts.append(f"tuned {_pct(_f(best))} (final {_final(best):.3f})")
         if prop is not None:
-            parts.append(f"proposed defaults {_pct(_f(prop))} ({_final(prop):.3f})")
+            parts.append(f"defaults {_pct(_f(prop))} ({_final(prop):.3f})")
         if old is not None:
             parts.append(f"0.1 defaults {_pct(_f(old))} ({_final(old):.3f})")
         if parts:
@@ -188,7 +193,7 @@ def defaults(data: dict[str, Any]) -> str:
     for name in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs"):
         old, new = (
             d.get(f"{name}|0.1 defaults, AdamW's lr"),
-            d.get(f"{name}|proposed defaults, AdamW's lr"),
+            d.get(f"{name}|defaults, AdamW's lr"),
         )
         if new is not None:
             at.append(f"{name} {_final(new):.3f} ({_pct(_f(new))})")
@@ -208,7 +213,7 @@ def defaults(data: dict[str, Any]) -> str:
         "| optimizer | setting | arguments |",
         "|---|---|---|",
     ]
-    lines += [f"| {n} | {src} | `{kw}` |" for n, (src, kw) in PAPER_SETTINGS.items()]
+    lines += [f"| {n} | {src} | `{kw}` |" for n, (src, kw) in paper_settings().items()]
     return "\n".join(lines)
 
 
@@ -295,21 +300,19 @@ def _branch_deltas(data: dict[str, Any]) -> list[str]:
 def switch_intro(data: dict[str, Any]) -> str:
     tuned = _rows(data, "table")
     adamw = tuned["adamw"]
-    props = [r for label, r in tuned.items() if label.endswith("(proposed defaults)")]
+    props = [r for label, r in tuned.items() if label.endswith("(defaults)")]
     lrs = sorted({r["lr"] for r in props})
     span = f"{lrs[0]:.3g}–{lrs[-1]:.3g}" if lrs else "–"
     return (
         "A Muon-family optimizer is two optimizers in one: the orthogonalised update for the hidden "
         "weight matrices (attention and MLP) and an AdamW branch for everything else (embeddings, "
         "output head, norms, biases), which runs at `lr × adamw_lr_ratio`. Switching from AdamW "
-        "therefore sets two learning rates. NorMuon, AdaMuon, Muon-NSR and Muon-VS already share "
-        "one `lr` between both branches (ratio 1, update RMS matched to AdamW's); Muon's "
-        'constructor defaults are still Keller Jordan\'s (lr 0.02, `scale="keller"`, ratio 0.015). '
-        "The *proposed defaults* below (one lr for both branches, RMS matched; for Muon "
-        '`scale="moonlight", adamw_lr_ratio=1`) are measured here but not yet the classes\' '
-        "defaults: pass them explicitly.\n\n"
-        "**Start from the proposed lr**, not from your AdamW lr: on the benchmark AdamW's "
-        f"tuned lr was {adamw['lr']:.3g} and the proposed lrs, each the best of its grid, lie "
+        "therefore sets two learning rates. Every Muon-family class's defaults share one `lr` "
+        "between both branches (`adamw_lr_ratio=1`, update RMS matched to AdamW's; for Muon "
+        '`scale="moonlight"`), with the lr chosen from the grids below. The papers\' own '
+        "settings stay available as explicit arguments (the table at the end).\n\n"
+        "**Start from the default lr**, not from your AdamW lr: on the benchmark AdamW's "
+        f"tuned lr was {adamw['lr']:.3g} and the default lrs, each the best of its grid, lie "
         f"at {span}; the table shows what each costs.\n"
     )
 
@@ -345,15 +348,14 @@ def switch_branch(data: dict[str, Any]) -> str:
 def switch_rules(data: dict[str, Any]) -> str:
     d = _rows(data, "defaults")
     at_adamw = [
-        (n, d.get(f"{n}|proposed defaults, AdamW's lr") or d.get(f"{n}|0.1 defaults, AdamW's lr"))
+        (n, d.get(f"{n}|defaults, AdamW's lr") or d.get(f"{n}|0.1 defaults, AdamW's lr"))
         for n in ("muon", "normuon", "adamuon", "muon_nsr", "muon_vs")
     ]
     at_adamw = [(n, r) for n, r in at_adamw if r is not None]
     keep = ", ".join(f"{n} {_pct(_f(r))}" for n, r in at_adamw)
     lines = [
         "## Rules of thumb\n",
-        "1. Start from the proposed settings and set only `lr`; with ratio 1 the AdamW branch "
-        "follows it.",
+        "1. Start from the defaults and set only `lr`; with ratio 1 the AdamW branch follows it.",
         "2. To tune, move `lr` by factors of 2 first, then `adamw_lr_ratio` by factors of 2 "
         "(½, 2): the AdamW branch's lr matters about as much as the matrices' one.",
         "3. Keeping AdamW's tuned lr unchanged leaves steps on the table, and can lose to "
@@ -365,7 +367,7 @@ def switch_rules(data: dict[str, Any]) -> str:
         "| optimizer | setting | arguments |",
         "|---|---|---|",
     ]
-    lines += [f"| {n} | {src} | `{kw}` |" for n, (src, kw) in PAPER_SETTINGS.items()]
+    lines += [f"| {n} | {src} | `{kw}` |" for n, (src, kw) in paper_settings().items()]
     return "\n".join(lines) + "\n"
 
 

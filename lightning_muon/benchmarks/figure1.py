@@ -42,6 +42,8 @@ from lightning_muon.benchmarks.pages import replace_block
 from lightning_muon.callbacks import SpectrumMonitor, UpdateNormMonitor, compare_runs
 
 RUNS = {"AdamW": "adamw", "Muon": "muon", "NorMuon": "normuon"}
+#: The Muon run is Keller Jordan's setting (the figure's page states it), not the class defaults.
+MUON_SETTING = {"scale": "keller", "adamw_lr_ratio": 0.015}
 #: Settings of the small run stored beside the page's numbers (appended to the page's command).
 SMALL = ["--steps", "4", "--n-layer", "2", "--n-embd", "32", "--max-bytes", "200000"]
 PAGE_BLOCK = "figure1"  # the generated block of docs/figure1.md
@@ -75,6 +77,8 @@ def train(label: str, args: argparse.Namespace, data: pl.LightningDataModule) ->
             "optimizer_kwargs": {"betas": tuple(args.adamw_betas)},
         }
         if RUNS[label] == "adamw"
+        else {"optimizer_kwargs": dict(MUON_SETTING)}
+        if RUNS[label] == "muon"
         else {}
     )
     model = quickstart_model(

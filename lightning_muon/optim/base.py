@@ -65,6 +65,10 @@ class MuonFamilyOptimizer(StateDictMixin):
     step_class: type[MatrixStep] = MatrixStep
     #: Checks of this optimizer's hyperparameters that differ from the shared table.
     checks: dict[str, Check] = {}
+    #: The paper's (or its reference code's) own setting where the defaults differ from it:
+    #: ``cls(params, **cls.paper_settings)`` reproduces it; :attr:`paper_source` names it.
+    paper_settings: dict[str, Any] = {}
+    paper_source: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -110,6 +110,8 @@ SPECS: dict[str, OptimizerSpec] = {
     for spec in (
         _muon("muon", Muon, (
             Variant("plain-moonlight", {"nesterov": False, "momentum": 0.9, "scale": "moonlight"}),
+            Variant("paper", dict(Muon.paper_settings)),
+            Variant("scale-keller", {"scale": "keller"}),
             Variant("scale-spectral", {"scale": "spectral"}),
             Variant("scale-rms", {"scale": "rms"}),
             Variant("scale-none", {"scale": "none"}),

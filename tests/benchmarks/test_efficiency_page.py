@@ -68,11 +68,11 @@ def test_targets_are_judged_from_the_numbers() -> None:
 def test_muon_target_against_the_hybrid() -> None:
     data = _data(muon=0.6, hybrid=0.55)
     data["table"].append(
-        _row("muon (proposed defaults)", [0.5, 0.52], [1.7, 1.7], optimizer="muon")
+        _row("muon (defaults)", [0.5, 0.52], [1.7, 1.7], optimizer="muon")
     )
     (muon_target,) = [(m, ok) for t, m, ok in targets(data) if "hybrid" in t]
     assert muon_target == ("51% (2 seeds)", True)
-    data["table"][-1] = _row("muon (proposed defaults)", [0.6, 0.6], [1.7, 1.7], optimizer="muon")
+    data["table"][-1] = _row("muon (defaults)", [0.6, 0.6], [1.7, 1.7], optimizer="muon")
     assert [ok for t, _, ok in targets(data) if "hybrid" in t] == [False]
 
 

@@ -59,7 +59,9 @@ def test_adamw_branch_ratio_survives_litgpts_lr_rewrite() -> None:
     torch.manual_seed(0)
     model = GPT(config)
     ref = copy.deepcopy(model.transformer.wte)
-    opt = lightning_muon.Muon(model.parameters(), lr=0.02, vocab_size=config.padded_vocab_size)
+    opt = lightning_muon.Muon(
+        model.parameters(), lr=0.02, adamw_lr_ratio=0.015, vocab_size=config.padded_vocab_size
+    )
     ref_opt = torch.optim.AdamW(ref.parameters(), betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
     idx = torch.randint(0, 256, (2, 16))
     for it in range(1, 4):

@@ -81,8 +81,10 @@ def test_one_matrix_bucket_reads_gradient_in_place_and_leaves_it_unchanged():
 def test_fast_muon_matches_the_plain_reference_loop():
     shapes = [(8, 24), (8, 24), (24, 8), (16, 16), (4, 6, 3, 3)]
     ours, ref = params(shapes), params(shapes)
-    opt = OPTIMIZERS["muon"]([{"params": ours, "branch": "muon"}], weight_decay=0.1)
-    ref_opt = ReferenceMuon(ref, weight_decay=0.1)
+    opt = OPTIMIZERS["muon"](  # the plain loop is Keller Jordan's Muon
+        [{"params": ours, "branch": "muon"}], weight_decay=0.1, **OPTIMIZERS["muon"].paper_settings
+    )
+    ref_opt = ReferenceMuon(ref, lr=0.02, weight_decay=0.1)
     for seed in range(4):
         set_grads(ours, seed), set_grads(ref, seed)
         opt.step(), ref_opt.step()

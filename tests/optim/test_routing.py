@@ -107,7 +107,7 @@ def test_explicit_groups_and_kj_style_flags():
     opt = lm.Muon(
         [{"params": [a], "branch": "muon", "lr": 0.05}, {"params": [b, c], "use_muon": False}]
     )
-    assert [(g["branch"], g["lr"]) for g in opt.param_groups] == [("muon", 0.05), ("adamw", 0.02)]
+    assert [(g["branch"], g["lr"]) for g in opt.param_groups] == [("muon", 0.05), ("adamw", 0.01)]
     with pytest.raises(ValueError, match="branch"):
         lm.Muon([{"params": [a], "branch": "sgd"}])
     with pytest.warns(UserWarning, match="shape only"):

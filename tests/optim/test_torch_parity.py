@@ -71,7 +71,8 @@ def test_update_semantics_match_exactly_with_the_same_newton_schulz(monkeypatch,
 def test_bf16_newton_schulz_agrees_with_torch_muon():
     """Unpatched: both in bf16 (torch normalises in bf16, we in fp32): bf16-level agreement."""
     a, b = run_pair(
-        dict(lr=0.02, weight_decay=0.1, ns_dtype="bfloat16"), dict(lr=0.02, weight_decay=0.1)
+        dict(lr=0.02, weight_decay=0.1, ns_dtype="bfloat16", scale="keller"),
+        dict(lr=0.02, weight_decay=0.1),
     )
     for x, y in zip(a, b):
         diff = (x - y).abs().max().item()
