@@ -4,6 +4,7 @@ recipe is a valid lightning-muon configuration."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -60,4 +61,19 @@ def test_readme_shows_the_summary_the_main_job_prints(in_scratch_dir, capsys) ->
     main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.enable_progress_bar=false"])
     out = capsys.readouterr().out
     printed = out[out.index("lightning-muon: fit stopped") :].strip()
-    assert printed == shown
+    assert _masked(printed) == _masked(shown)  # every line and path exactly
+    for got, want in zip(_numbers(printed), _numbers(shown), strict=True):
+        # fp32 kernels round differently on different hosts of one CPU kind: over 300 steps the
+        # loss moves in its third decimal (1.3945 and 1.4038 measured); a wrong run is far off
+        assert abs(got - want) <= 0.02 * abs(want), (got, want, printed)
+
+
+_DECIMAL = re.compile(r"\d+\.\d+")
+
+
+def _masked(summary: str) -> str:
+    return _DECIMAL.sub("<x>", summary)
+
+
+def _numbers(summary: str) -> list[float]:
+    return [float(x) for x in _DECIMAL.findall(summary)]
