@@ -46,7 +46,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..engine.blocks import fresh_state
-from .structure import resolve, spec_for
+from .structure import check_same_blocks, resolve
 
 RECORD_KEY = "state_record"
 FORMAT_VERSION = 1
@@ -202,27 +202,12 @@ def _check_group(
         raise ValueError(f"{label}: {err}") from None
     candidate.pop("branch")
     if group["branch"] == "muon":
-        _check_structure(optimizer, candidate, group, where, label)
-    return candidate
-
-
-def _check_structure(
-    optimizer: Any, saved: dict[str, Any], group: dict[str, Any], where: str, label: str
-) -> None:
-    """Refuse state whose row blocks differ from this optimizer's: its per-block state would be misread."""
-    for p in group["params"]:
-        name, shape = optimizer._name_of(p), logical_shape(optimizer, p)
+        named = [(optimizer._name_of(p), logical_shape(optimizer, p)) for p in group["params"]]
         try:
-            theirs = resolve(saved.get("structure", "flatten"), name, shape)
+            check_same_blocks(candidate.get("structure"), group.get("structure"), named)
         except ValueError as err:
             raise ValueError(f"{label}: {where}: {err}") from None
-        if theirs != resolve(group.get("structure", "flatten"), name, shape):
-            raise ValueError(
-                f"{label}: {where} updates {name} with structure {spec_for(saved.get('structure'), name)!r}, "
-                f"this optimizer with {spec_for(group.get('structure', 'flatten'), name)!r}: the state (moments, row "
-                "statistics, per-block steps) is laid out for the saved blocks and would be misread. "
-                "Build the optimizer with the saved structure to resume, or start its state fresh"
-            )
+    return candidate
 
 
 def logical_shape(optimizer: Any, p: torch.Tensor) -> tuple[int, ...]:
@@ -241,7 +226,7 @@ def expected_state(
         shapes.update({k: tuple(p.shape) for k in _ADAMW_STATE})
         return shapes
     meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
-    blocking = resolve(group.get("structure", "flatten"), optimizer._name_of(p), logical_shape(optimizer, p))
+    blocking = resolve(group.get("structure"), optimizer._name_of(p), logical_shape(optimizer, p))
     fresh = fresh_state(optimizer.matrix_step(group), meta, blocking)  # "step": (B,) for B blocks
     flat = optimizer.__dict__.get("_flat_slices")
     if flat and id(p) in flat:  # FSDP1 keeps all state slice-shaped (row statistics expanded)

@@ -132,7 +132,7 @@ def spec_for(value: Any, param_name: str) -> Any:
 def resolve(value: Any, param_name: str, shape: tuple[int, ...]) -> Blocking | None:
     """The :class:`Blocking` of a parameter (``None``: one matrix), or ``ValueError`` naming the
     parameter, its shape and the structure when the structure does not fit it."""
-    spec = spec_for(value, param_name)
+    spec = spec_for("flatten" if value is None else value, param_name)
     _check_spec(spec)
     split = spec if isinstance(spec, str) else spec["split"]
     shape = tuple(shape)
@@ -169,10 +169,8 @@ def resolve(value: Any, param_name: str, shape: tuple[int, ...]) -> Blocking | N
     return Blocking((heads * head_size, groups * head_size, groups * head_size), columns)
 
 
-def group_blockings(
-    group: Mapping[str, Any], shapes: Mapping[int, tuple[int, ...]] | None = None
-) -> dict[torch.Tensor, Blocking]:
-    """The blocked parameters of a matrix group (``shapes``: logical shapes by ``id``, for FSDP1)."""
+def group_blockings(group: Mapping[str, Any]) -> dict[torch.Tensor, Blocking]:
+    """The parameters of a matrix group that its ``structure`` cuts into blocks, with their blocks."""
     value = group.get("structure", "flatten")
     if value == "flatten" or group.get("branch") != "muon":
         return {}
@@ -180,8 +178,21 @@ def group_blockings(
     out = {}
     for i, p in enumerate(group["params"]):
         name = names[i] if i < len(names) else f"<parameter of shape {tuple(p.shape)}>"
-        shape = (shapes or {}).get(id(p), tuple(p.shape))
-        blocking = resolve(value, name, shape)
+        blocking = resolve(value, name, tuple(p.shape))
         if blocking is not None:
             out[p] = blocking
     return out
+
+
+def check_same_blocks(saved: Any, current: Any, named: list[tuple[str, tuple[int, ...]]]) -> None:
+    """Refuse a loaded group whose structure ``saved`` cuts a parameter of ``named`` (names and
+    shapes) into other blocks than ``current`` does: its per-block state would be misread."""
+    for name, shape in named:
+        if resolve(saved, name, shape) != resolve(current, name, shape):
+            theirs, ours = (spec_for(v or "flatten", name) for v in (saved, current))
+            raise ValueError(
+                f"it updates {name} with structure {theirs!r}, this optimizer with {ours!r}: the "
+                "state (moments, row statistics, per-block steps) is laid out for the saved blocks "
+                "and would be misread. Build the optimizer with the saved structure to resume, or "
+                "start its state fresh"
+            )
