@@ -48,7 +48,7 @@ from ..engine.blocks import Blocking
 from ..engine.tensors import matrix_shape
 
 #: What ``structure=`` accepts: a name, a mapping with ``"split"``, or a map of name patterns to these.
-StructureSpec = str | dict[str, Any]
+StructureSpec = dict[str, Any] | str
 #: The names a structure may have (strings or the ``"split"`` of a mapping).
 STRUCTURES = ("flatten", "experts", "qkv", "heads", "rows")
 _ATTENTION_KEYS = {"split", "n_head", "n_query_groups", "head_size"}

@@ -229,3 +229,34 @@ def test_captured_direction_of_blocks_is_the_whole_matrix():
         torch.testing.assert_close(
             block @ block.T, torch.eye(4, dtype=torch.float64), atol=1e-5, rtol=0
         )
+
+
+def test_state_saved_before_the_key_existed_loads_as_flatten():
+    params = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES.values()]
+    opt = build(SPECS["muon"], params, "flatten")
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    old = copy.deepcopy(opt.state_dict())
+    for group in old["param_groups"]:
+        del group["structure"]
+    resumed = build(SPECS["muon"], params, "flatten")
+    resumed.load_state_dict(old)
+    assert resumed.param_groups[0]["structure"] == "flatten"
+    with pytest.raises(ValueError, match="would be misread"):
+        build(SPECS["muon"], params, "experts-qkv").load_state_dict(old)
+
+
+def test_structure_from_the_command_line():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(SPECS["normuon"].cls, "opt", skip={"params"})
+    value = '{"*qkv.weight": {"split": "heads", "n_head": 4, "n_query_groups": 2}, "*experts": "experts"}'
+    config = parser.parse_args(["--opt.structure", value]).opt
+    assert config.structure == {
+        "*qkv.weight": {"split": "heads", "n_head": 4, "n_query_groups": 2},
+        "*experts": "experts",
+    }
+    assert parser.parse_args(["--opt.structure", "experts"]).opt.structure == "experts"
+    assert parser.get_defaults().opt.structure == "flatten"
