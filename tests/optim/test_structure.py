@@ -57,7 +57,18 @@ def build(spec, params, structure, **kwargs):
 @pytest.mark.parametrize("structure", list(STRUCTURES))
 @pytest.mark.parametrize("spec", spec_params())
 def test_blocks_match_per_block_float64_oracle(spec, structure):
-    kwargs = exact(spec, {})
+    check_against_oracle(spec, structure)
+
+
+@pytest.mark.parametrize("spec", spec_params())
+def test_blocks_split_across_small_buckets_match_the_oracle(spec):
+    """A bucket limit of 2 head matrices puts one weight's heads (and q vs k/v) in several buckets."""
+    check_against_oracle(spec, "experts-heads", max_bucket_numel=2 * 3 * WIDTH)
+    check_against_oracle(spec, "experts-qkv", max_bucket_numel=1)
+
+
+def check_against_oracle(spec, structure, **extra):
+    kwargs = {**exact(spec, {}), **extra}
     generator = torch.Generator().manual_seed(0)
     weights = {
         n: torch.randn(s, dtype=torch.float64, generator=generator) for n, s in SHAPES.items()
