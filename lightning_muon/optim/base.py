@@ -37,7 +37,7 @@ from .hyperparameters import Check, check_group, document, merge_signature
 from .param_groups import add_param_group, check_param_group
 from .routing import route_parameters
 from .screening import screen_gradients
-from .structure import StructureSpec, group_blockings
+from .structure import StructureSpec, group_blockings, warn_unmatched_patterns
 
 NONFINITE_MODES = ("raise", "skip")
 _LOCAL = LocalExecutor()
@@ -119,6 +119,7 @@ class MuonFamilyOptimizer(StateDictMixin):
         del self._constructing
         for i, group in enumerate(self.param_groups):
             check_param_group(self, group, f" (param group {i})")
+        warn_unmatched_patterns(type(self).__name__, self.param_groups)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         self._capture: set[int] = set()

@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
@@ -196,3 +197,21 @@ def check_same_blocks(saved: Any, current: Any, named: list[tuple[str, tuple[int
                 "and would be misread. Build the optimizer with the saved structure to resume, or "
                 "start its state fresh"
             )
+
+
+def warn_unmatched_patterns(label: str, groups: list[Mapping[str, Any]]) -> None:
+    """Warn about ``structure`` patterns that match no matrix of the groups that carry them (a typo,
+    or parameters without names: plain tensors are called ``param0``, ``param1``, …)."""
+    unmatched: set[str] = set()
+    for group in groups:
+        value = group.get("structure")
+        if group.get("branch") == "muon" and isinstance(value, Mapping) and "split" not in value:
+            names = group.get("param_names") or []
+            unmatched |= {pat for pat in value if not any(fnmatchcase(n, pat) for n in names)}
+    if unmatched:
+        warnings.warn(
+            f"{label}: structure patterns {sorted(unmatched)} match no parameter of the orthogonal "
+            "branch (pass the model or named_parameters() so that parameters have their names)",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -271,3 +271,9 @@ def test_structure_from_the_command_line():
     }
     assert parser.parse_args(["--opt.structure", "experts"]).opt.structure == "experts"
     assert parser.get_defaults().opt.structure == "flatten"
+
+
+def test_patterns_that_match_nothing_warn():
+    p = torch.nn.Parameter(torch.randn(3, 4, 5))
+    with pytest.warns(UserWarning, match=r"structure patterns \['\*experts'\] match no parameter"):
+        SPECS["muon"].build([p], structure={"*experts": "experts"}, vocab_size=100)
