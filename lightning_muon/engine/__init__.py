@@ -6,6 +6,7 @@ executor) → :mod:`lightning_muon.distributed` (owner-computes executors for DD
 :mod:`lightning_muon.optim` (the optimizers). See ``docs/architecture.md``.
 """
 
+from .blocks import Blocking, Blocks
 from .buckets import DEFAULT_MAX_BUCKET_NUMEL, BucketWork
 from .compiled import ElementwiseHooks
 from .local import LocalExecutor, MatrixGroup
@@ -13,6 +14,8 @@ from .step import Capture, MatrixContext, MatrixStep
 from .tensors import as_rows, is_dtensor, local, matrix_shape, state_dtype, state_zeros
 
 __all__ = [
+    "Blocking",
+    "Blocks",
     "DEFAULT_MAX_BUCKET_NUMEL",
     "BucketWork",
     "Capture",

@@ -15,15 +15,26 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 import torch
 
 from ..core.workspace import Workspace
+from .blocks import (
+    Blocking,
+    Blocks,
+    Item,
+    block_units,
+    count_of,
+    fresh_state,
+    matrices,
+    merge_units,
+    parameter_of,
+)
 from .compiled import ElementwiseHooks
 from .step import Capture, MatrixContext, MatrixStep
-from .tensors import as_rows, is_dtensor, local, matrix_shape, state_dtype
+from .tensors import is_dtensor, local, matrix_shape, state_dtype
 
 #: Default of ``max_bucket_numel``: one bucket in flight keeps a step's temporary memory below
 #: ~7 fp32 copies of ``max(max_bucket_numel, largest matrix)`` elements (~13 for SpectralMuon's roots).
@@ -33,7 +44,7 @@ DEFAULT_MAX_BUCKET_NUMEL = 1 << 24
 class BucketWork(NamedTuple):
     """A bucket between :func:`begin_bucket` and :func:`finish_bucket`."""
 
-    plist: list[torch.Tensor]
+    plist: list[Item]
     states: list[dict[str, Any]]
     keys: list[str]
     S: dict[str, torch.Tensor]
@@ -43,18 +54,30 @@ class BucketWork(NamedTuple):
 
 
 def matrix_buckets(
-    params: list[torch.Tensor], max_bucket_numel: int
-) -> Iterator[tuple[tuple[int, int], list[torch.Tensor]]]:
-    """Same-shape, same-dtype, same-device matrices with gradients, chunked to ``max_bucket_numel``."""
-    buckets: dict[tuple, list[torch.Tensor]] = {}
+    params: list[torch.Tensor],
+    max_bucket_numel: int,
+    blockings: Mapping[torch.Tensor, Blocking] | None = None,
+) -> Iterator[tuple[tuple[int, int], list[Item]]]:
+    """Same-shape, same-dtype, same-device matrices with gradients, chunked to ``max_bucket_numel``.
+
+    A parameter with a :class:`~.blocks.Blocking` contributes each of its blocks as a matrix of
+    the block's shape (as :class:`~.blocks.Blocks` items), so blocks share buckets with other
+    parameters' blocks and plain matrices of that shape.
+    """
+    blockings = blockings or {}
+    buckets: dict[tuple, list[Any]] = {}
     for p in params:
         if p.grad is None:
             continue
-        shape = matrix_shape(local(p).shape)
-        buckets.setdefault((shape, p.dtype, p.device), []).append(p)
-    for (shape, _, _), plist in buckets.items():
-        for chunk in chunks(plist, shape, max_bucket_numel):
-            yield shape, chunk
+        blocking = blockings.get(p)
+        if blocking is None:
+            buckets.setdefault((matrix_shape(local(p).shape), p.dtype, p.device), []).append(p)
+            continue
+        for shape, b in block_units(p, blocking):
+            buckets.setdefault((shape, p.dtype, p.device), []).append((p, b))
+    for (shape, _, _), units in buckets.items():
+        for chunk in chunks(units, shape, max_bucket_numel):
+            yield shape, merge_units(chunk, blockings)
 
 
 def chunks(items: list[Any], shape: tuple[int, int], max_bucket_numel: int) -> Iterator[list[Any]]:
@@ -65,19 +88,20 @@ def chunks(items: list[Any], shape: tuple[int, int], max_bucket_numel: int) -> I
 
 
 def bucket_states(
-    plist: list[torch.Tensor], step: MatrixStep, state: MutableMapping[torch.Tensor, dict]
+    plist: list[Item], step: MatrixStep, state: MutableMapping[torch.Tensor, dict]
 ) -> list[dict[str, Any]]:
-    """The state dicts of a bucket, created (and packed) when the whole bucket is fresh."""
-    fresh = not any(state[p] for p in plist)
+    """The state dicts of a bucket's items (one per parameter, shared by its blocks), created
+    (:func:`~.blocks.fresh_state`) and packed when the whole bucket is fresh."""
+    params = [parameter_of(item) for item in plist]
+    fresh = not any(state[p] for p in params)
     states = []
-    for p in plist:
+    for item, p in zip(plist, params, strict=True):
         s = state[p]
         if not s:
-            s["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            s.update(step.init_state(p))
+            s.update(fresh_state(step, p, item.blocking if isinstance(item, Blocks) else None))
         states.append(s)
     if fresh:
-        pack_states(states)
+        pack_states(list({id(s): s for s in states}.values()))
     return states
 
 
@@ -98,16 +122,16 @@ def begin_bucket(
     consumed before the next bucket begins. With a ``finite`` flag the state is saved first, so
     :func:`finish_bucket` can restore it on the device when the flag is false.
     """
-    local_rows = local(plist[0]).shape[0]
-    grads = [as_rows(local(p.grad), local_rows) for p in plist]
-    shape, dtype, device = (len(grads), *grads[0].shape), state_dtype(plist[0]), grads[0].device
+    first = parameter_of(plist[0])
+    grads = [g for item in plist for g in matrices(item, parameter_of(item).grad, True)]
+    shape, dtype, device = (len(grads), *grads[0].shape), state_dtype(first), grads[0].device
     if workspace is not None:
         G = workspace.get("grad", shape, dtype, device)
     else:
         G = torch.empty(shape, dtype=dtype, device=device)
     torch._foreach_copy_(list(G.unbind(0)), grads)
     keys = [k for k, v in states[0].items() if isinstance(v, torch.Tensor)]
-    S = {k: stack([as_rows(local(s[k]), local_rows) for s in states]) for k in keys}
+    S = {k: stack(state_matrices(plist, states, k)) for k in keys}
     saved = None
     if finite is not None:
         saved = {}
@@ -131,9 +155,7 @@ def finish_bucket(
     update being ``c·U``: for a step with a :meth:`~.step.MatrixStep.static_scale`, ``finish`` is
     skipped and ``U = O`` (the scale is folded into :func:`apply_update`)."""
     if capture.ids:
-        for i, p in enumerate(work.plist):
-            if id(p) in capture.ids:
-                capture.directions[p] = O[i].detach().float().clone()
+        capture_directions(capture, work.plist, O)
     factor = step.static_scale(ctx)
     U = O if factor is not None else hooks.finish(step, O, work.S, ctx)
     if work.saved is not None:  # a false flag restores the state and zeroes the update
@@ -142,7 +164,11 @@ def finish_bucket(
             torch.where(work.finite, target, v.view_as(target), out=target)
         U = U.masked_fill_(work.finite.logical_not(), 0.0)
     for k in work.keys:
-        targets = [local(s[k]) for s in work.states]
+        targets = [
+            t
+            for item, s in zip(work.plist, work.states, strict=True)
+            for t in (matrices(item, s[k]) if isinstance(item, Blocks) else [local(s[k])])
+        ]
         if work.S[k].data_ptr() == targets[0].data_ptr():
             continue  # the stack was a view: the state was updated in place
         torch._foreach_copy_(
@@ -152,7 +178,7 @@ def finish_bucket(
 
 
 def apply_update(
-    plist: list[torch.Tensor],
+    plist: list[Item],
     U: torch.Tensor,
     lr: float,
     weight_decay: float,
@@ -169,7 +195,7 @@ def apply_update(
     """
     if lr == 0:
         return
-    weights = [local(p) for p in plist]
+    weights = [w for item in plist for w in _weights(item)]
     if weight_decay and finite is not None:
         decay = 1.0 - (lr * weight_decay) * finite.to(weights[0].dtype)
         torch._foreach_mul_(weights, decay)
@@ -180,6 +206,41 @@ def apply_update(
         [u.view_as(w).to(w.dtype) for u, w in zip(U.unbind(0), weights, strict=True)],
         alpha=-lr * scale,
     )
+
+
+def state_matrices(
+    plist: list[Item], states: list[dict[str, Any]], key: str
+) -> list[torch.Tensor]:
+    """The per-matrix views of state ``key`` of a bucket's items (0-d for ``step``)."""
+    return [m for item, s in zip(plist, states, strict=True) for m in matrices(item, s[key])]
+
+
+def capture_directions(capture: Capture, plist: list[Item], O: torch.Tensor) -> None:
+    """Record the requested directions (fp32, the parameter's matrix view; blocks in their rows)."""
+    i = 0
+    for item in plist:
+        p, count = parameter_of(item), count_of(item)
+        if id(p) in capture.ids:
+            if isinstance(item, Blocks):
+                blocking = item.blocking
+                if p not in capture.directions:
+                    capture.directions[p] = O.new_zeros(
+                        (blocking.total_rows, blocking.columns), dtype=torch.float32
+                    )
+                for target, block in zip(
+                    matrices(item, capture.directions[p]), O[i : i + count], strict=True
+                ):
+                    target.copy_(block)
+            else:
+                capture.directions[p] = O[i].detach().float().clone()
+        i += count
+
+
+def _weights(item: Item) -> list[torch.Tensor]:
+    """The matrices of an item's weight (views: the update writes through)."""
+    if isinstance(item, Blocks):
+        return matrices(item, item.param.data)
+    return [local(item)]
 
 
 def pack_states(states: list[dict[str, Any]]) -> None:

@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,6 +35,7 @@ import torch
 
 from ..core.normalize import local_matrix_sum
 from ..core.workspace import thread_workspace
+from .blocks import Blocking
 from .buckets import (
     DEFAULT_MAX_BUCKET_NUMEL,
     apply_update,
@@ -63,6 +64,8 @@ class MatrixGroup:
         key: identifies the param group across steps (executors cache their plans by it).
         finite: ``None``, or a 0-d bool device flag: when false, the step leaves every weight and
             state as it was (``nonfinite="skip"`` without a host read).
+        blockings: parameters updated as row blocks (:class:`~.blocks.Blocking`); the others are
+            one matrix each.
     """
 
     params: list[torch.Tensor]
@@ -75,6 +78,7 @@ class MatrixGroup:
     capture: Capture = field(default_factory=Capture)
     key: int = 0
     finite: torch.Tensor | None = None
+    blockings: Mapping[torch.Tensor, Blocking] = field(default_factory=dict)
 
     def only(self, params: list[torch.Tensor]) -> MatrixGroup:
         """The same group restricted to ``params``."""
@@ -92,7 +96,7 @@ class LocalExecutor:
 
     def run(self, group: MatrixGroup) -> None:
         """Update every matrix of ``group`` that has a gradient."""
-        for shape, plist in matrix_buckets(group.params, group.max_bucket_numel):
+        for shape, plist in matrix_buckets(group.params, group.max_bucket_numel, group.blockings):
             if shape[0] * shape[1] == 0:
                 continue
             states = bucket_states(plist, group.step, group.state)

@@ -37,6 +37,7 @@ from .hyperparameters import Check, check_group, document, merge_signature
 from .param_groups import add_param_group, check_param_group
 from .routing import route_parameters
 from .screening import screen_gradients
+from .structure import StructureSpec, group_blockings, warn_unmatched_patterns
 
 NONFINITE_MODES = ("raise", "skip")
 _LOCAL = LocalExecutor()
@@ -91,11 +92,13 @@ class MuonFamilyOptimizer(StateDictMixin):
         compile_elementwise: bool | str = False,
         nonfinite: str = "raise",
         vocab_size: int | None = None,
+        structure: StructureSpec = "flatten",
     ) -> None:
         shared = dict(
             ns_eps=ns_eps, ns_dtype=ns_dtype, ns_form=ns_form, adamw_lr_ratio=adamw_lr_ratio,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
             max_bucket_numel=max_bucket_numel, compile_elementwise=compile_elementwise,
+            structure=structure,
         )  # fmt: skip
         defaults = {**shared, **defaults}
         self._validate_group({**defaults, "nonfinite": nonfinite, "vocab_size": vocab_size}, "")
@@ -120,6 +123,7 @@ class MuonFamilyOptimizer(StateDictMixin):
         del self._constructing
         for i, group in enumerate(self.param_groups):
             check_param_group(self, group, f" (param group {i})")
+        warn_unmatched_patterns(type(self).__name__, self.param_groups)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         self._capture: set[int] = set()
@@ -214,12 +218,13 @@ class MuonFamilyOptimizer(StateDictMixin):
                 type(self).__name__,
             )
         elif distributed:
-            named = [
+            blocked = {id(p) for g in self.param_groups for p in group_blockings(g)}
+            named = [  # blocked matrices stay local: every replica updates its blocks itself
                 (self._name_of(p), p)
                 for g in self.param_groups
                 if g["branch"] == "muon"
                 for p in g["params"]
-                if p.ndim >= 2
+                if p.ndim >= 2 and id(p) not in blocked
             ]
             executor = executor_for(
                 named, self.param_groups, options or DistributedOptions(), type(self).__name__
@@ -270,6 +275,7 @@ class MuonFamilyOptimizer(StateDictMixin):
                     capture,
                     id(group),
                     finite,
+                    group_blockings(group),
                 )
             )
         return loss

@@ -20,6 +20,7 @@ BACKFILLED_GROUP_KEYS: dict[str, Any] = {
     "ns_form": "auto",
     "max_bucket_numel": DEFAULT_MAX_BUCKET_NUMEL,
     "compile_elementwise": False,
+    "structure": "flatten",
 }
 
 

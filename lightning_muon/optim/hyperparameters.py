@@ -35,6 +35,7 @@ from ..core.validation import (
     check_positive,
     check_range,
 )
+from .structure import check_structure
 
 Check = Callable[[str, Any], None]
 #: What ``orthogonalizer=`` accepts on the command line: a name or ``(a, b, c)`` triples.
@@ -160,6 +161,13 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "nonfinite": H(
         "``\"raise\"`` on a non-finite gradient (nothing is changed) or ``\"skip\"`` the step.",
         _choice(("raise", "skip")),
+    ),
+    "structure": H(
+        "which matrices are updated as row blocks: ``\"flatten\"`` (one matrix ``(out, in·k·…)``), "
+        "``\"experts\"`` (``(E, m, n)``: E matrices), ``{\"split\": \"qkv\" | \"heads\", \"n_head\": H, "
+        "\"n_query_groups\": G}`` (fused attention weights), ``{\"split\": \"rows\", \"sizes\": [...]}``, "
+        "or a map of parameter-name patterns to these (:mod:`lightning_muon.optim.structure`).",
+        check_structure,
     ),
     "vocab_size": H(
         "routing hint for plain tensors: matrices with a leading dim equal to it go to AdamW.",

@@ -75,6 +75,8 @@ SHARED_INVALID = (
     ErrorCase({"max_bucket_numel": 0}, "max_bucket_numel"),
     ErrorCase({"max_bucket_numel": 2.5}, "max_bucket_numel"),
     ErrorCase({"compile_elementwise": 3}, "compile_elementwise"),
+    ErrorCase({"structure": "blocks"}, "structure"),
+    ErrorCase({"structure": {"split": "heads"}}, "structure"),
 )
 #: Rejected by the classes with EMA momentum and a Nesterov switch.
 MOMENTUM_INVALID = (

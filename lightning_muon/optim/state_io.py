@@ -45,6 +45,9 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from ..engine.blocks import fresh_state
+from .structure import check_same_blocks, resolve
+
 RECORD_KEY = "state_record"
 FORMAT_VERSION = 1
 #: Instance attributes that are caches or per-run bookkeeping: rebuilt on demand, never copied.
@@ -198,6 +201,12 @@ def _check_group(
     except ValueError as err:
         raise ValueError(f"{label}: {err}") from None
     candidate.pop("branch")
+    if group["branch"] == "muon":
+        named = [(optimizer._name_of(p), logical_shape(optimizer, p)) for p in group["params"]]
+        try:
+            check_same_blocks(candidate.get("structure"), group.get("structure"), named)
+        except ValueError as err:
+            raise ValueError(f"{label}: {where}: {err}") from None
     return candidate
 
 
@@ -217,10 +226,11 @@ def expected_state(
         shapes.update({k: tuple(p.shape) for k in _ADAMW_STATE})
         return shapes
     meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
-    fresh = optimizer.matrix_step(group).init_state(meta)
+    blocking = resolve(group.get("structure"), optimizer._name_of(p), logical_shape(optimizer, p))
+    fresh = fresh_state(optimizer.matrix_step(group), meta, blocking)  # "step": (B,) for B blocks
     flat = optimizer.__dict__.get("_flat_slices")
     if flat and id(p) in flat:  # FSDP1 keeps all state slice-shaped (row statistics expanded)
-        shapes.update({k: tuple(p.shape) for k in fresh})
+        shapes.update({k: tuple(p.shape) for k in fresh if k != "step"})
     else:
         shapes.update({k: tuple(v.shape) for k, v in fresh.items()})
     return shapes
