@@ -95,7 +95,10 @@ def check_against_oracle(spec, structure, **extra):
                 ORACLES[spec.name](r, G[a:b])
     for p, n in zip(params, SHAPES, strict=True):
         expected = torch.cat([r.W for r in refs[n]]).reshape(p.shape)
-        torch.testing.assert_close(p.detach(), expected, atol=1e-10, rtol=1e-10)
+        # NSR/VS: an elementwise ratio of the momentum makes small blocks' polar factors
+        # ill-conditioned (exact to about eps·cond, times the lr), as in test_oracles
+        tol = 1e-5 * hp["lr"] if spec.name in ("muon_nsr", "muon_vs") else 1e-10
+        torch.testing.assert_close(p.detach(), expected, atol=tol, rtol=tol)
 
 
 def test_blocks_of_one_shape_share_a_bucket():
