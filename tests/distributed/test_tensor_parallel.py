@@ -51,10 +51,9 @@ def test_plan_places_whole_heads_on_each_tensor_parallel_rank(ranks: list[dict])
 def test_optimizer_steps_equal_one_process(ranks: list[dict], name: str, mesh: str) -> None:
     for rank in ranks:
         r = rank["optimizer"][f"{name} {mesh}"]
-        # Muon-NSR/VS divide the momentum by its running std: the gradients' round-off (shards
-        # summed in another order) is amplified where that std is small (measured 1.5e-5, VS 1×4)
-        tol = 5 * TOL if name in ("MuonNSR", "MuonVS") else TOL
-        assert r["param_rel_diff"] < tol and r["state_rel_diff"] < tol, r
+        # the one-process optimizer gets the sharded model's gradients: the optimizer alone is
+        # compared (measured ≤ 1e-7); the gradients' own round-off is checked above
+        assert r["param_rel_diff"] < TOL and r["state_rel_diff"] < TOL, r
         # 2 layers × 5 TP matrices (qkv, fc_1, fc_2 colwise; attn.proj, mlp.proj rowwise) are
         # block layouts on 2×2; on 1×4 the colwise ones are plain row shards, the rowwise blocks
         assert r["block_params"] == {"2x2": 10, "1x4": 4, "4x1": 0}[mesh], r
