@@ -7,6 +7,10 @@ Nothing to call in the common cases; every Muon-family optimizer decides at its 
   Newton–Schulz cost); the owner gathers the matrix's rows, orthogonalizes it and sends each rank
   its rows back. Elementwise steps and state stay on the shard; whole-matrix statistics are
   all-reduced, so the update is the single-process update up to float round-off.
+* **tensor × data parallelism** (``parallelize_module`` then ``fully_shard`` on a 2-D mesh;
+  ``Shard(1)``, ``_StridedShard(0)``, several ``Shard(0)``, replicas on any mesh dimension): each rank
+  holds a block of rows × columns. The owner assembles whole matrices from the blocks and sends
+  every rank its whole rows back (:mod:`~lightning_muon.distributed.block_engine`), exact as well.
 * **DDP** (``DDPStrategy``, ``DistributedDataParallel``): parameters are plain tensors and a process
   group of more than one rank is initialized. Each rank orthogonalizes only the matrices it owns and
   the results are all-gathered: no replicated Newton–Schulz.
@@ -31,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .block_engine import BlockEngine
+from .block_layout import BlockLayout, block_layout_of
 from .engine import (
     MODES,
     STATISTICS,
@@ -55,6 +61,8 @@ def engine_of(optimizer: Any) -> DistributedEngine | FlatShardEngine | None:
 __all__ = [
     "MODES",
     "STATISTICS",
+    "BlockEngine",
+    "BlockLayout",
     "Bucket",
     "CommStats",
     "DistributedEngine",
@@ -62,6 +70,7 @@ __all__ = [
     "FlatShardEngine",
     "Layout",
     "assign_owners",
+    "block_layout_of",
     "chunk_rows",
     "configure",
     "executor_for",

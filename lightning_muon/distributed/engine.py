@@ -14,6 +14,9 @@ For each param group of the orthogonal branch (NorMuon paper, Algorithm 2 and §
 State never leaves its shard: a sharded parameter's state is a DTensor with the parameter's
 placements (``zeros_like(p)``), so distributed checkpoints save and reshard it.
 
+Parameters whose ranks hold blocks of rows × columns (tensor parallelism) are handed to a
+:class:`~lightning_muon.distributed.block_engine.BlockEngine` after the row-sharded buckets.
+
 Every rank issues the same collectives in the same order. Per bucket and step: 2 ``all_to_all``
 (sharded) or 1 ``all_gather`` (replicated), plus one small ``all_reduce`` per whole-matrix
 statistic the algorithm uses (0–2); per step, one ``all_reduce`` of gradient flags (non-finite
@@ -35,10 +38,13 @@ from ..core.validation import check_choice
 from ..engine.buckets import apply_update, begin_bucket, bucket_states, finish_bucket
 from ..engine.local import LocalExecutor, MatrixGroup
 from ..engine.step import MatrixContext
-from ..engine.tensors import matrix_shape, state_dtype
+from ..engine.tensors import matrix_shape
+from .block_engine import BlockEngine
+from .block_layout import BlockLayout, block_layout_of, needs_blocks
 from .layout import SHARDED, Layout, layout_of
+from .pipeline import pipelined
 from .plan import Bucket, plan_buckets
-from .transport import CommStats, Flight, Transport
+from .transport import CommStats, Flight, Transport, transfer_dtypes
 
 MODES = ("auto", "local")
 STATISTICS = ("exact", "per_shard")
@@ -107,6 +113,9 @@ def executor_for(
 ) -> DistributedEngine | None:
     """The executor the matrices ``named`` need in this process, or ``None`` when they need no communication.
 
+    DTensors whose ranks hold blocks rather than whole rows (tensor parallelism, ``fully_shard``
+    over it) go to a :class:`~lightning_muon.distributed.block_engine.BlockEngine` inside the engine.
+
     Args:
         named: ``(name, parameter)`` of every matrix of the orthogonal branch.
         param_groups: all param groups (every rank must hold the same ones).
@@ -114,26 +123,35 @@ def executor_for(
         owner: the optimizer's name, for error messages.
 
     Raises:
-        ValueError: unsupported placements, ``mode="local"`` with row-sharded parameters, or
-            parameters that differ across ranks.
+        ValueError: unsupported placements (``Partial``), ``mode="local"`` with sharded parameters,
+            ``statistics="per_shard"`` with block layouts, or parameters that differ across ranks.
     """
     options = options or DistributedOptions()
     if not (dist.is_available() and dist.is_initialized()):
         return None
-    layouts = {id(p): layout_of(name, p, options.process_group) for name, p in named}
+    blocks = {id(p): block_layout_of(name, p) for name, p in named if needs_blocks(p)}
+    layouts = {
+        id(p): layout_of(name, p, options.process_group) for name, p in named if id(p) not in blocks
+    }
+    sharded = [
+        n for n, p in named if id(p) in blocks or getattr(layouts[id(p)], "kind", "") == SHARDED
+    ]
     if options.mode == "local":
-        sharded = [
-            n for n, p in named if layouts[id(p)] is not None and layouts[id(p)].kind == SHARDED
-        ]
         if sharded:
             raise ValueError(
                 f"{owner}: mode='local' cannot orthogonalize row shards ({', '.join(sharded[:3])}"
                 f"{', ...' if len(sharded) > 3 else ''}); use mode='auto'"
             )
         return None
-    if all(layout is None for layout in layouts.values()):
+    if blocks and options.statistics != "exact":
+        name = next(n for n, p in named if id(p) in blocks)
+        raise ValueError(
+            f"{owner}: statistics={options.statistics!r} needs row shards, but {name!r} is split into "
+            "blocks (tensor parallelism); use statistics='exact'"
+        )
+    if not blocks and all(layout is None for layout in layouts.values()):
         return None
-    engine = DistributedEngine(param_groups, options, layouts, owner)
+    engine = DistributedEngine(param_groups, options, layouts, owner, blocks)
     engine.check_same_parameters()
     return engine
 
@@ -153,6 +171,7 @@ class DistributedEngine:
         options: DistributedOptions,
         layouts: dict[int, Layout | None],
         owner: str = "optimizer",
+        blocks: dict[int, BlockLayout] | None = None,
     ) -> None:
         self.param_groups = param_groups
         self.options = options
@@ -162,7 +181,10 @@ class DistributedEngine:
         self.world = dist.get_world_size(self.group)
         self.stats = CommStats()
         self._local = LocalExecutor()
-        self._plans: dict[int, tuple[tuple, list[tuple[Bucket, Transport]], list[torch.Tensor]]] = {}
+        self.blocks = BlockEngine(blocks, options.transfer_dtype, self.stats) if blocks else None
+        self._plans: dict[
+            int, tuple[tuple, list[tuple[Bucket, Transport]], list[torch.Tensor]]
+        ] = {}
 
     # ------------------------------------------------------------------ consistency checks
     def _device(self) -> torch.device:
@@ -171,7 +193,9 @@ class DistributedEngine:
     def _names(self) -> dict[int, str]:
         names = {}
         for g in self.param_groups:
-            labels = g.get("param_names") or [f"<parameter of shape {tuple(p.shape)}>" for p in g["params"]]
+            labels = g.get("param_names") or [
+                f"<parameter of shape {tuple(p.shape)}>" for p in g["params"]
+            ]
             names.update({id(p): n for n, p in zip(labels, g["params"], strict=True)})
         return names
 
@@ -179,7 +203,11 @@ class DistributedEngine:
         """Raise unless every rank holds the same parameter list (same names, global shapes, branches)."""
         text = repr(
             [
-                (g.get("branch"), tuple(g.get("param_names", ())), [tuple(p.shape) for p in g["params"]])
+                (
+                    g.get("branch"),
+                    tuple(g.get("param_names", ())),
+                    [tuple(p.shape) for p in g["params"]],
+                )
                 for g in self.param_groups
             ]
         )
@@ -220,7 +248,9 @@ class DistributedEngine:
         self.stats.record("all_reduce", codes.numel() * codes.element_size() * (W - 1))
         present = codes % (W + 1)
         some_only = (present != 0) & (present != W)
-        any_partial, anywhere = torch.stack([some_only.any(), (present != 0).any()]).tolist()  # one read
+        any_partial, anywhere = torch.stack(
+            [some_only.any(), (present != 0).any()]
+        ).tolist()  # one read
         if any_partial:
             partial = some_only.nonzero().flatten().tolist()
             names = self._names()
@@ -240,6 +270,8 @@ class DistributedEngine:
                 continue
             shape = matrix_shape(p.shape)
             layout = self.layouts.get(id(p))
+            if self.blocks is not None and id(p) in self.blocks.layouts:
+                continue
             if layout is None:
                 local_only.append(p)
             elif shape[0] * shape[1]:
@@ -267,11 +299,7 @@ class DistributedEngine:
 
     def _transfer_dtypes(self, p: torch.Tensor, orth: Any) -> tuple[torch.dtype, torch.dtype]:
         """(gather, scatter) dtypes: the chosen ``transfer_dtype``, or exact (see :class:`DistributedOptions`)."""
-        if self.options.transfer_dtype is not None:
-            chosen = DTYPES[self.options.transfer_dtype]
-            return chosen, chosen
-        exact = state_dtype(p)
-        return exact, orth.result_dtype(exact, p.device)
+        return transfer_dtypes(self.options.transfer_dtype, p, orth)
 
     def planned(self, param_group: dict[str, Any]) -> list[Bucket]:
         """The buckets planned at the last step for a param group (empty before its first step)."""
@@ -280,7 +308,8 @@ class DistributedEngine:
 
     def owners(self) -> dict[str, int]:
         """Owner rank (within its shard or replica group) of every planned matrix, by parameter name."""
-        names, out = self._names(), {}
+        names = self._names()
+        out = self.blocks.owners(names) if self.blocks is not None else {}
         for _, flights, _ in self._plans.values():
             for bucket, _ in flights:
                 for p, owner in zip(bucket.params, bucket.owners, strict=True):
@@ -293,17 +322,15 @@ class DistributedEngine:
         flights, local_only = self.plan(group)
         if local_only:
             self._local.run(group.only(local_only))
-        if not flights:
-            return
-        # three buckets in flight: gather(k+1) overlaps the Newton–Schulz of k, scatter(k) the next ones
-        current, previous = self._begin(flights[0], group), None
-        for k in range(len(flights)):
-            following = self._begin(flights[k + 1], group) if k + 1 < len(flights) else None
-            self._compute(current, group)
-            if previous is not None:
-                self._finish(previous, group)
-            previous, current = current, following
-        self._finish(previous, group)
+        pipelined(
+            flights,
+            lambda flight: self._begin(flight, group),
+            lambda job: self._compute(job, group),
+            lambda job: self._finish(job, group),
+        )
+        if self.blocks is not None:
+            self.blocks.stats = self.stats
+            self.blocks.run(group)
 
     def _begin(self, flight: tuple[Bucket, Transport], group: MatrixGroup) -> _InFlight:
         bucket, transport = flight

@@ -12,8 +12,10 @@ hold which rows:
   DTensors with only ``Replicate()`` placements);
 * **local** — a group of one rank: no communication at all (``None`` below).
 
-Any other placement (``Shard(1)`` from tensor or column parallelism, ``Partial``, nested or strided
-sharding of dim 0) is refused with an error naming the parameter.
+Any other placement (``Shard(1)`` from tensor or column parallelism, nested or strided sharding of
+dim 0, ``Partial``) is refused here with an error naming the parameter; the distributed executor
+routes those parameters to :mod:`~lightning_muon.distributed.block_layout` first, which maps every
+layout of whole elements and refuses ``Partial``.
 
 Example:
     >>> chunk_rows(5, 2), chunk_rows(1, 2), chunk_rows(8, 3)
@@ -62,6 +64,11 @@ class Layout:
     key: tuple
     mesh: Any = None
     placements: tuple | None = None
+
+    @property
+    def balance_key(self) -> tuple:
+        """The ranks whose orthogonalizer loads are balanced together (those of ``group``)."""
+        return self.key
 
     def rows(self, m: int) -> list[int]:
         """Rows of an ``m``-row matrix on each rank of the group."""
@@ -123,6 +130,17 @@ def _dtensor_layout(name: str, p: torch.Tensor) -> Layout | None:
     return layout
 
 
+def check_gradient(name: str, p: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless the gradient of DTensor ``p`` (if any) has ``p``'s placements."""
+    grad = p.grad
+    if grad is not None and (not is_dtensor(grad) or tuple(grad.placements) != tuple(p.placements)):
+        placements = tuple(grad.placements) if is_dtensor(grad) else "a plain tensor"
+        raise ValueError(
+            f"parameter {name!r} has placements {tuple(p.placements)} but its gradient has {placements}; "
+            "reduce the gradient to the parameter's placements before the optimizer step"
+        )
+
+
 def layout_of(name: str, p: torch.Tensor, process_group: Any = None) -> Layout | None:
     """The :class:`Layout` of a matrix parameter, or ``None`` when it lives on one rank.
 
@@ -137,15 +155,7 @@ def layout_of(name: str, p: torch.Tensor, process_group: Any = None) -> Layout |
     """
     if is_dtensor(p):
         layout = _dtensor_layout(name, p)
-        grad = p.grad
-        if grad is not None and (
-            not is_dtensor(grad) or tuple(grad.placements) != tuple(p.placements)
-        ):
-            placements = tuple(grad.placements) if is_dtensor(grad) else "a plain tensor"
-            raise ValueError(
-                f"parameter {name!r} has placements {tuple(p.placements)} but its gradient has {placements}; "
-                "reduce the gradient to the parameter's placements before the optimizer step"
-            )
+        check_gradient(name, p)
         return layout
     if process_group is None:
         if not (dist.is_available() and dist.is_initialized()):

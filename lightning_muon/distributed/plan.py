@@ -26,6 +26,7 @@ import torch
 
 from ..core.orthogonalize import ns_flops as _ns_flops
 from ..engine.buckets import chunks
+from .block_layout import BlockLayout
 from .layout import Layout
 
 
@@ -62,7 +63,7 @@ class Bucket:
     """
 
     shape: tuple[int, int]
-    layout: Layout
+    layout: Layout | BlockLayout
     params: list[torch.Tensor]
     owners: list[int]
     cost: int
@@ -81,7 +82,7 @@ def plan_buckets(
 
     Buckets key on (shape, dtype, layout); a bucket holds at most ``max_bucket_numel`` elements of
     whole matrices (at least one matrix); ``cost(m, n)`` is one matrix's orthogonalizer FLOPs.
-    Loads are balanced per group of ranks across all buckets.
+    Loads are balanced per group of ranks (``layout.balance_key``) across all buckets.
     """
     grouped: dict[tuple, list[tuple[torch.Tensor, tuple[int, int], Layout]]] = {}
     for p, shape, layout in items:
@@ -94,7 +95,7 @@ def plan_buckets(
     by_group: dict[tuple, list[tuple[Bucket, int]]] = {}
     for b in buckets:
         b.owners = [0] * len(b.params)
-        by_group.setdefault(b.layout.key, []).extend((b, i) for i in range(len(b.params)))
+        by_group.setdefault(b.layout.balance_key, []).extend((b, i) for i in range(len(b.params)))
     for members in by_group.values():
         owners = assign_owners([b.cost for b, _ in members], members[0][0].layout.world)
         for (b, i), owner in zip(members, owners, strict=True):

@@ -25,8 +25,21 @@ import torch
 import torch.distributed as dist
 
 from ..core.normalize import MatrixSum, local_matrix_sum
+from ..core.orthogonalizers import DTYPES
+from ..engine.tensors import state_dtype
 from .layout import SHARDED
 from .plan import Bucket
+
+
+def transfer_dtypes(
+    chosen: str | None, p: torch.Tensor, orth: Any
+) -> tuple[torch.dtype, torch.dtype]:
+    """(gather, scatter) dtypes on the wire: ``chosen`` both ways, or exact: inputs in the state
+    dtype of ``p``, results in ``orth.result_dtype`` (the narrowest dtype that holds them exactly)."""
+    if chosen is not None:
+        return DTYPES[chosen], DTYPES[chosen]
+    exact = state_dtype(p)
+    return exact, orth.result_dtype(exact, p.device)
 
 
 class CommStats:

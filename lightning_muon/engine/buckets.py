@@ -158,6 +158,14 @@ def finish_bucket(
         capture_directions(capture, work.plist, O)
     factor = step.static_scale(ctx)
     U = O if factor is not None else hooks.finish(step, O, work.S, ctx)
+    return store_bucket(work, U), 1.0 if factor is None else factor
+
+
+def store_bucket(work: BucketWork, U: torch.Tensor) -> torch.Tensor:
+    """Write the stacked state ``work.S`` back to the parameters' state; return ``U``.
+
+    Where ``work.finite`` is false the state is restored from ``work.saved`` and ``U`` zeroed.
+    """
     if work.saved is not None:  # a false flag restores the state and zeroes the update
         for k, v in work.saved.items():
             target = work.S[k]
@@ -174,7 +182,7 @@ def finish_bucket(
         torch._foreach_copy_(
             targets, [v.view_as(t) for v, t in zip(work.S[k].unbind(0), targets, strict=True)]
         )
-    return U, 1.0 if factor is None else factor
+    return U
 
 
 def apply_update(

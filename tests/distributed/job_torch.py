@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (  # noqa: E402
 )
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
-from torch.distributed.tensor import DTensor, Shard, distribute_tensor  # noqa: E402
+from torch.distributed.tensor import DTensor, Partial  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 import lightning_muon.distributed as lmd  # noqa: E402
@@ -81,8 +81,6 @@ class CountCollectives:
     def __exit__(self, *exc: Any) -> None:
         for name, fn in self.saved.items():
             setattr(dist, name, fn)
-
-
 
 
 def shard(model: nn.Module, mesh: Any = None) -> nn.Module:
@@ -280,14 +278,14 @@ def refusals() -> dict[str, str]:
     mesh = init_device_mesh("cpu", (2,))
     out = {}
 
-    def column_sharded() -> None:
+    def partial() -> None:  # pending sums: no rank holds the matrix's values
         torch.manual_seed(0)
-        weight = nn.Parameter(distribute_tensor(torch.randn(8, 6), mesh, [Shard(1)]))
+        weight = nn.Parameter(DTensor.from_local(torch.randn(8, 6), mesh, [Partial()]))
         opt = Muon([{"params": [weight], "branch": "muon", "param_names": ["attn.proj.weight"]}])
-        weight.grad = distribute_tensor(torch.ones(8, 6), mesh, [Shard(1)])
+        weight.grad = DTensor.from_local(torch.ones(8, 6), mesh, [Partial()])
         opt.step()
 
-    out["shard1"] = _error(column_sharded)
+    out["partial"] = _error(partial)
 
     def local_mode_sharded() -> None:
         model = shard(make_model())
@@ -396,7 +394,9 @@ def matrices_added_after_the_first_step(data: list[torch.Tensor]) -> dict[str, A
     def run(model: nn.Module, local: bool) -> tuple[nn.Module, Any]:
         named = dict(model.named_parameters())
         late = ["blocks.0.fc.weight", "blocks.1.fc.weight"]
-        early = [n for n, p in named.items() if p.ndim == 2 and n not in late and not n.startswith("wte")]
+        early = [
+            n for n, p in named.items() if p.ndim == 2 and n not in late and not n.startswith("wte")
+        ]
         rest = [n for n in named if n not in early and n not in late]
         opt = Muon(
             [
@@ -423,9 +423,7 @@ def matrices_added_after_the_first_step(data: list[torch.Tensor]) -> dict[str, A
         "param_rel_diff": max(
             rel(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True)
         ),
-        "late_layouts": sorted(
-            engine.layouts[id(p)].kind for p in opt.param_groups[2]["params"]
-        ),
+        "late_layouts": sorted(engine.layouts[id(p)].kind for p in opt.param_groups[2]["params"]),
     }
 
 
