@@ -97,9 +97,15 @@ class ByteCorpusDataModule(pl.LightningDataModule):
         self.train_tokens, self.val_tokens = train, val
 
     def _rank_and_world(self) -> tuple[int, int]:
+        """This process's data-parallel rank and their number: the strategy's sampler settings
+        (``ModelParallelStrategy``: the ``data_parallel`` mesh dimension, so the tensor-parallel
+        ranks of one replica read the same batches), else the global rank and world size."""
         trainer = self.trainer
         if trainer is None:
             return 0, 1
+        sampler = getattr(trainer.strategy, "distributed_sampler_kwargs", None)
+        if sampler:
+            return int(sampler["rank"]), int(sampler["num_replicas"])
         return trainer.global_rank, trainer.world_size
 
     def train_dataloader(self) -> ResumableLoader:

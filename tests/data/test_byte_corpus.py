@@ -172,3 +172,21 @@ def test_datamodule_loaders_and_bad_arguments(tmp_path):
     (tmp_path / "tiny.txt").write_text("abc")
     with pytest.raises(ValueError, match="split has"):
         ByteCorpusDataModule(data_dir=str(tmp_path), block_size=8).setup("fit")
+
+
+def test_tensor_parallel_ranks_of_one_replica_read_the_same_batches():
+    """Under ``ModelParallelStrategy`` the batches follow the data-parallel rank, not the global one:
+    the tensor-parallel ranks of a replica must see one batch (else their collectives mix inputs)."""
+    from types import SimpleNamespace
+
+    def first_batch(global_rank: int, dp_rank: int) -> torch.Tensor:
+        dm = ByteCorpusDataModule(block_size=16, batch_size=2, max_bytes=20_000)
+        strategy = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": dp_rank})
+        dm.trainer = SimpleNamespace(global_rank=global_rank, world_size=4, strategy=strategy)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))[0]
+
+    # mesh (data 2, tensor 2): global ranks 0, 1 are replica 0; 2, 3 are replica 1
+    assert torch.equal(first_batch(0, 0), first_batch(1, 0))
+    assert torch.equal(first_batch(2, 1), first_batch(3, 1))
+    assert not torch.equal(first_batch(0, 0), first_batch(2, 1))

@@ -75,3 +75,18 @@ def test_fsdp2_with_cli_optimizer_flags_trains_the_sharded_parameters(tmp_path):
         assert all(not torch.equal(rank["before"][n], rank["after"][n]) for n in rank["after"])
     for name, weight in ranks[0]["after"].items():
         assert torch.equal(weight, ranks[1]["after"][name]), name
+
+
+@pytest.mark.distributed
+def test_tensor_parallel_with_cli_optimizer_flags_trains_the_block_parameters(tmp_path):
+    """``ModelParallelStrategy(2, 2)``: 4 ranks, litgpt's TP plan and FSDP2 in ``configure_model``."""
+    run_script("tp", tmp_path)
+    ranks = [torch.load(tmp_path / f"tp_rank{r}.pt", weights_only=True) for r in range(4)]
+    for rank in ranks:
+        assert rank["sharded"] and rank["holds_live"]
+        assert set(rank["branches"]["muon"]) == MUON_NAMES
+        assert set(rank["branches"]["adamw"]) == ADAMW_NAMES
+        assert rank["block_layouts"] == 5  # qkv, proj, fc_1, fc_2, mlp.proj of the one block
+        assert all(not torch.equal(rank["before"][n], rank["after"][n]) for n in rank["after"])
+    for name, weight in ranks[0]["after"].items():
+        assert all(torch.equal(weight, r["after"][name]) for r in ranks[1:]), name

@@ -111,7 +111,26 @@ class ShardedGPT(GPTLanguageModel):
         fully_shard(self.model, mesh=mesh)
 
 
+class TensorParallelGPT(GPTLanguageModel):
+    """The byte GPT with litgpt's TP plan and FSDP2 on the strategy's 2-D mesh."""
+
+    def configure_model(self) -> None:
+        from lightning_muon.litgpt.tensor_parallel import parallelize
+
+        parallelize(self.model, self.device_mesh)
+
+
 def fsdp2(out: Path) -> None:
+    sharded_cli_run(out, "fsdp2", ShardedGPT, dp=2, tp=1)
+
+
+def tensor_parallel(out: Path) -> None:
+    sharded_cli_run(out, "tp", TensorParallelGPT, dp=2, tp=2)
+
+
+def sharded_cli_run(out: Path, tag: str, model_class: type, dp: int, tp: int) -> None:
+    """``MuonLightningCLI`` with ``--optimizer NorMuon`` and ``ModelParallelStrategy(dp, tp)``."""
+    import lightning_muon.distributed as lmd
     from lightning_muon.cli import MuonLightningCLI
 
     args = [f"--model.{k}={v}" for k, v in TINY_MODEL.items()]
@@ -119,10 +138,10 @@ def fsdp2(out: Path) -> None:
     args += [
         "--seed_everything=0",
         "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
+        f"--trainer.devices={dp * tp}",
         "--trainer.strategy=ModelParallelStrategy",
-        "--trainer.strategy.data_parallel_size=2",
-        "--trainer.strategy.tensor_parallel_size=1",
+        f"--trainer.strategy.data_parallel_size={dp}",
+        f"--trainer.strategy.tensor_parallel_size={tp}",
         "--trainer.max_steps=2",
         "--trainer.logger=false",
         "--trainer.enable_checkpointing=false",
@@ -133,7 +152,7 @@ def fsdp2(out: Path) -> None:
         "--optimizer.lr=0.02",
     ]
     cli = MuonLightningCLI(
-        ShardedGPT, ByteCorpusDataModule, args=args, run=False, save_config_callback=None
+        model_class, ByteCorpusDataModule, args=args, run=False, save_config_callback=None
     )
     before = {name: p.detach().clone() for name, p in cli.model.named_parameters()}
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -146,8 +165,9 @@ def fsdp2(out: Path) -> None:
             "branches": {g["branch"]: list(g["param_names"]) for g in optimizer.param_groups},
             "holds_live": all(id(p) in live for g in optimizer.param_groups for p in g["params"]),
             "sharded": all(type(p.data).__name__ == "DTensor" for p in cli.model.parameters()),
+            "block_layouts": len(getattr(lmd.engine_of(optimizer).blocks, "layouts", ())),
         },
-        out / f"fsdp2_rank{cli.trainer.global_rank}.pt",
+        out / f"{tag}_rank{cli.trainer.global_rank}.pt",
     )
 
 
@@ -159,4 +179,5 @@ if __name__ == "__main__":
         "resume-continue": resume_continue,
         "ddp": ddp,
         "fsdp2": fsdp2,
+        "tp": tensor_parallel,
     }[mode](out)
