@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from .report import write_outputs
+from .spawn import spawn_ranks
 
 #: The hidden matrices of one GPT-2-small block in ``nn.Linear`` layout ``(out, in)``.
 GPT2_BLOCK = {
@@ -233,9 +233,6 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, run 2 ranks, print the report; returns the measurements."""
-    import socket
-    import tempfile
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--layers", type=int, default=12, help="GPT-2-small blocks (12 = the whole model)"
@@ -251,14 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(
             f"need --layers >= 1, --rounds >= 1 and --world >= 2, got {args.layers}, {args.rounds}, {args.world}"
         )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.json")
-        mp.spawn(_worker, args=(args.world, args, port, out), nprocs=args.world)
-        with open(out) as f:
-            result = json.load(f)
+    result = spawn_ranks(_worker, args.world, (args,))
     result["command"] = "python -m lightning_muon.benchmarks.distributed_step " + " ".join(
         f"--{k} {v}" for k, v in vars(args).items() if k != "json" and v is not None
     )

@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import tempfile
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from .report import write_outputs
+from .spawn import spawn_ranks
 
 CONFIG = dict(
     name="bytes-gqa", block_size=16, vocab_size=64, padded_vocab_size=64, n_layer=2, n_head=8,
@@ -138,14 +136,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 def run(world: int = 4) -> dict[str, Any]:
     """Every layout on ``world`` spawned gloo processes; the rank-summed counts per layout."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.json")
-        mp.spawn(_worker, args=(world, port, out), nprocs=world, join=True)
-        with open(out, encoding="utf-8") as f:
-            return json.load(f)
+    return spawn_ranks(_worker, world)
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
