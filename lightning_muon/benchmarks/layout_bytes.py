@@ -140,6 +140,7 @@ def run(world: int = 4) -> dict[str, Any]:
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
+    """The page ``docs/benchmarks/layout-bytes.md`` for ``results`` of :func:`run`."""
     first = next(iter(results.values()))
     lines = [
         "# Bytes per step by layout",
@@ -173,6 +174,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: measure every layout, write ``--json`` and ``--markdown`` (else print)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None)
