@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_muon.benchmarks.pages import replace_block
+from lightning_muon.core.ns_dtype import ENV_VAR as NS_DTYPE_VAR
 
 PAGE_BLOCK = "main-job"
 RECIPE = "recipes/quickstart.yaml"
@@ -66,7 +67,9 @@ def run_recipe(recipe: str, extra: Sequence[str] = (), cwd: str | None = None) -
         ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        # Newton–Schulz in fp32, as the page says and the test suite pins it (not the hardware's default)
+        env = {**os.environ, NS_DTYPE_VAR: "float32"}
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
