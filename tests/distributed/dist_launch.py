@@ -14,6 +14,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def end_process_group() -> None:
+    """Let every rank reach the end, then close the process group (inside a job, after its work).
+
+    Lightning never destroys the group it creates; left to interpreter shutdown, gloo's threads can
+    abort the process (``terminate called without an active exception``) after the job succeeded.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,6 +80,9 @@ def run_job(
         text = "\n".join(
             f"--- log{i}\n{(out / f'log{i}.txt').read_text()[-6000:]}" for i in range(len(procs))
         )
-        raise AssertionError(f"{script.name} failed or timed out after {timeout}s:\n{text}")
+        codes = [p.poll() for p in procs]
+        raise AssertionError(
+            f"{script.name} failed (exit codes {codes}) or timed out after {timeout}s:\n{text}"
+        )
     results = sorted(out.glob("rank*.json"))
     return [json.loads(p.read_text()) for p in results]

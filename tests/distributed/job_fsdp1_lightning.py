@@ -22,6 +22,7 @@ import lightning as L
 import lightning.fabric.strategies.fsdp as fabric_fsdp
 import lightning.pytorch.strategies.fsdp as pl_fsdp
 import torch
+from dist_launch import end_process_group
 from job_fsdp1_fabric import _cpu_full_state_dict_context
 from lightning.pytorch.strategies import FSDPStrategy
 from litgpt.model import Block
@@ -100,6 +101,7 @@ def main() -> None:
             "resumed_identical": all(torch.equal(got[n], expected[n]) for n in expected),
         }
         (out / "rank0.json").write_text(json.dumps(result, indent=1))
+    end_process_group()
 
 
 if __name__ == "__main__":

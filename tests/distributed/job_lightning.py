@@ -31,6 +31,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 import lightning as L  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from counting import count_orthogonalized  # noqa: E402
+from dist_launch import end_process_group  # noqa: E402
 from lightning.fabric.strategies import ModelParallelStrategy as FabricModelParallel  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
@@ -265,6 +266,7 @@ def main() -> None:
         results["howto"] = howto_script(Path(sys.argv[2]).resolve(), out)
     rank = results["fabric"]["rank"]
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1))
+    end_process_group()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_muon.data import ByteCorpusDataModule
 from lightning_muon.lightning.gpt import GPTLanguageModel
+from tests.distributed.dist_launch import end_process_group
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}
 # 950 training bytes in batches of 8 windows of 16: 7 batches per epoch, so runs cross epochs.
@@ -181,3 +182,4 @@ if __name__ == "__main__":
         "fsdp2": fsdp2,
         "tp": tensor_parallel,
     }[mode](out)
+    end_process_group()
