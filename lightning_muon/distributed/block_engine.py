@@ -22,6 +22,12 @@ second moment) as an ``(m, 1)`` DTensor split along dim 0 exactly like the param
 replicated over the mesh dimensions that split the columns
 (:func:`~.block_layout.row_placements`).
 
+A structured parameter (``structure=``) is several matrices, one per row block
+(:mod:`~.block_pieces`): blocks its ranks hold whole are updated where they are, with no
+communication; the others are gathered and scattered like any block-sharded matrix. Its state
+keeps the one-process shapes (a step count per block; row statistics ``(R, 1)``, or ``(E, m, 1)``
+for an expert stack, split like its rows).
+
 Per bucket and step: 2 ``all_to_all`` plus one ``all_reduce`` per whole-matrix statistic (0–2).
 """
 
@@ -31,11 +37,21 @@ from typing import Any
 
 import torch
 
-from ..engine.buckets import BucketWork, apply_update, begin_bucket, store_bucket
+from ..core.normalize import local_matrix_sum
+from ..engine.blocks import Blocking, Blocks, Item, matrices, parameter_of
+from ..engine.buckets import (
+    BucketWork,
+    apply_update,
+    begin_bucket,
+    chunks,
+    finish_bucket,
+    store_bucket,
+)
 from ..engine.local import MatrixGroup
-from ..engine.step import MatrixContext
+from ..engine.step import Capture, MatrixContext
 from ..engine.tensors import matrix_shape, state_dtype, state_zeros
-from .block_layout import BlockLayout
+from .block_layout import BlockLayout, row_placements
+from .block_pieces import block_pieces
 from .block_transport import BlockTransport
 from .pipeline import pipelined
 from .plan import Bucket, plan_buckets
@@ -45,13 +61,15 @@ from .transport import CommStats, Flight, transfer_dtypes
 FULL, ROW, SCALAR = "full", "row", "scalar"
 
 
-def state_kinds(step: Any, p: torch.Tensor) -> dict[str, str]:
-    """The kind of every state tensor ``step`` creates for ``p`` (read from its global shapes)."""
-    meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
-    m = p.shape[0]
+def state_kinds(step: Any, p: torch.Tensor, blocking: Blocking | None = None) -> dict[str, str]:
+    """The kind of every state tensor ``step`` creates for ``p`` (read from its global shapes; a
+    structured parameter's from its matrix view ``(R, n)``)."""
+    shape = tuple(p.shape) if blocking is None else (blocking.total_rows, blocking.columns)
+    meta = torch.empty(shape, dtype=p.dtype, device="meta")
+    m = shape[0]
     kinds = {}
     for key, value in step.init_state(meta).items():
-        if tuple(value.shape) == tuple(p.shape):
+        if tuple(value.shape) == shape:
             kinds[key] = FULL
         elif tuple(value.shape) == (m, 1):
             kinds[key] = ROW
@@ -77,71 +95,177 @@ class BlockEngine:
         self, layouts: dict[int, BlockLayout], transfer_dtype: str | None, stats: CommStats
     ) -> None:
         self.layouts, self.transfer_dtype, self.stats = layouts, transfer_dtype, stats
-        self._plans: dict[int, tuple[tuple, list[tuple[Bucket, BlockTransport]]]] = {}
+        self._plans: dict[int, tuple[tuple, list[tuple[Bucket, BlockTransport]], list, list]] = {}
+        self._captured: dict[torch.Tensor, tuple[torch.Tensor, int]] = {}
 
-    def plan(self, group: MatrixGroup) -> list[tuple[Bucket, BlockTransport]]:
-        """The buckets (with their transports) of the group's block-laid-out matrices that have gradients."""
-        items = [
-            (p, matrix_shape(p.shape), self.layouts[id(p)])
-            for p in group.params
-            if id(p) in self.layouts and p.grad is not None
-        ]
-        items = [item for item in items if item[1][0] * item[1][1]]
+    def _items(
+        self, group: MatrixGroup
+    ) -> tuple[list[tuple], list[tuple[Item, tuple[int, int]]], list]:
+        """``(param or block, shape, layout)`` of the matrices to gather, the blocks this rank
+        holds whole and updates alone (:mod:`~.block_pieces`), and the blocks other ranks update
+        alone (this rank only counts their steps)."""
+        gathered, alone, elsewhere = [], [], []
+        for p in group.params:
+            if id(p) not in self.layouts or p.grad is None:
+                continue
+            layout, blocking = self.layouts[id(p)], group.blockings.get(p)
+            if blocking is None:
+                shape = matrix_shape(p.shape)
+                if shape[0] * shape[1]:
+                    gathered.append((p, shape, layout))
+                continue
+            local_blocking, pieces = block_pieces(layout, blocking)
+            for b, piece in enumerate(pieces):
+                item = Blocks(p, local_blocking, b, 1)
+                if not piece.local:
+                    gathered.append((item, piece.matrix, piece))
+                elif piece.nrows(piece.rank) and piece.matrix[1]:
+                    alone.append((item, piece.matrix))
+                else:
+                    elsewhere.append(item)
+        return gathered, alone, elsewhere
+
+    def plan(self, group: MatrixGroup) -> tuple[list[tuple[Bucket, BlockTransport]], list, list]:
+        """The buckets (with their transports) of the group's block-laid-out matrices that have
+        gradients, the buckets of blocks this rank updates alone, and the blocks others update
+        alone."""
+        gathered, alone, elsewhere = self._items(group)
         orth = group.step.orthogonalizer
-        dtypes = transfer_dtypes(self.transfer_dtype, items[0][0], orth) if items else None
-        key = (tuple(id(p) for p, _, _ in items), dtypes, orth, group.max_bucket_numel)
+        first = parameter_of(gathered[0][0]) if gathered else None
+        dtypes = transfer_dtypes(self.transfer_dtype, first, orth) if gathered else None
+        key = (
+            tuple((id(parameter_of(i)), getattr(i, "first", -1)) for i, _, _ in gathered),
+            tuple((id(i.param), i.first) for i, _ in alone),
+            tuple((id(i.param), i.first) for i in elsewhere),
+            dtypes,
+            orth,
+            group.max_bucket_numel,
+        )
         cached = self._plans.get(group.key)
         if cached is None or cached[0] != key:
-            device = items[0][0].device if items else None
+            device = first.device if first is not None else None
             buckets = plan_buckets(
-                items, lambda m, n: orth.flops(m, n, device), group.max_bucket_numel
+                gathered, lambda m, n: orth.flops(m, n, device), group.max_bucket_numel
             )
             flights = [(b, BlockTransport(b, *dtypes, self.stats)) for b in buckets]
-            cached = self._plans[group.key] = (key, flights)
-        return cached[1]
+            by_shape: dict[tuple, list[Item]] = {}
+            for item, shape in alone:
+                by_shape.setdefault((shape, item.param.dtype), []).append(item)
+            local = [
+                (shape, chunk)
+                for (shape, _), members in by_shape.items()
+                for chunk in chunks(members, shape, group.max_bucket_numel)
+            ]
+            cached = self._plans[group.key] = (key, flights, local, elsewhere)
+        return cached[1], cached[2], cached[3]
 
     def owners(self, names: dict[int, str]) -> dict[str, int]:
-        """Owner rank of every planned matrix, by parameter name."""
-        return {
-            names.get(id(p), "?"): owner
-            for _, flights in self._plans.values()
-            for bucket, _ in flights
-            for p, owner in zip(bucket.params, bucket.owners, strict=True)
-        }
+        """Owner rank of every planned matrix, by parameter name (``name[b]`` for block ``b``)."""
+        out = {}
+        for _, flights, _, _ in self._plans.values():
+            for bucket, _ in flights:
+                for item, owner in zip(bucket.params, bucket.owners, strict=True):
+                    name = names.get(id(parameter_of(item)), "?")
+                    out[f"{name}[{item.first}]" if isinstance(item, Blocks) else name] = owner
+        return out
 
     def run(self, group: MatrixGroup) -> None:
         """Update every block-laid-out matrix of ``group`` that has a gradient (all ranks together)."""
+        flights, alone, elsewhere = self.plan(group)
+        for shape, items in alone:  # no communication: before the collectives
+            self._update_alone(shape, items, group)
+        for item, state in zip(elsewhere, self._states(elsewhere, group), strict=True):
+            # a block held whole by other ranks: its step count stays equal on every rank
+            counted = 1.0 if group.finite is None else group.finite.to(state["step"].dtype)
+            state["step"][item.first] += counted
         pipelined(
-            self.plan(group),
+            flights,
             lambda flight: self._begin(flight, group),
             lambda job: self._compute(job, group),
             lambda job: self._finish(job, group),
         )
+        if group.capture.ids:
+            self._wrap_captured(group.capture)
 
-    # ------------------------------------------------------------------ the three phases
-    @staticmethod
-    def _states(bucket: Bucket, group: MatrixGroup, kinds: dict[str, str]) -> list[dict[str, Any]]:
+    # ------------------------------------------------------------------ state and captures
+    def _states(self, items: list[Item], group: MatrixGroup) -> list[dict[str, Any]]:
         """The state of each matrix, created on first use with the parameter's placements."""
         states = []
-        for p in bucket.params:
+        for item in items:
+            p = parameter_of(item)
             state = group.state[p]
             if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                blocking = group.blockings.get(p)
+                layout = self.layouts[id(p)]
+                count = () if blocking is None else (len(blocking.rows),)
+                state["step"] = torch.zeros(count, dtype=torch.float32, device=p.device)
                 template = group.step.init_state(torch.zeros(1, 1, dtype=p.dtype, device=p.device))
-                for key, kind in kinds.items():
+                row_dims = 1 if blocking is None else blocking.row_dims
+                for key, kind in state_kinds(group.step, p, blocking).items():
                     if kind == FULL:
                         state[key] = state_zeros(p)
                     elif kind == ROW:
-                        state[key] = bucket.layout.row_zeros(state_dtype(p), p.device)
+                        state[key] = layout.row_zeros(state_dtype(p), p.device, row_dims)
                     else:
                         state[key] = template[key].clone()
             states.append(state)
         return states
 
+    def _capture(self, group: MatrixGroup, items: list[Item], O: torch.Tensor) -> None:
+        """Record the requested directions: whole rows ``(|R_r|, n)`` of each matrix (fp32)."""
+        for item, rows in zip(items, O.unbind(0), strict=True):
+            p = parameter_of(item)
+            if id(p) not in group.capture.ids:
+                continue
+            if not isinstance(item, Blocks):
+                group.capture.directions[p] = self.layouts[id(p)].whole_rows(rows.float().clone())
+                continue
+            local_rows = item.blocking.rows
+            whole = Blocking(local_rows, rows.shape[-1], item.blocking.row_dims)
+            if p not in self._captured:
+                buffer = rows.new_zeros(whole.total_rows, whole.columns, dtype=torch.float32)
+                self._captured[p] = (buffer, whole.row_dims)
+            matrices(Blocks(p, whole, item.first, 1), self._captured[p][0])[0].copy_(rows)
+
+    def _wrap_captured(self, capture: Capture) -> None:
+        """Captured blocks as DTensors of the matrix view (``(E, m, n')`` for an expert stack)."""
+        from torch.distributed.tensor import DTensor
+
+        for p, (rows, row_dims) in self._captured.items():
+            layout = self.layouts[id(p)]
+            if row_dims == 1:  # the rows of the matrix view are dim 0: (m, n)
+                capture.directions[p] = layout.whole_rows(rows)
+                continue
+            E, m = layout.shape[:2]
+            n = rows.shape[-1]
+            local_shape = (*layout.local_shape(layout.rank)[:2], n)
+            capture.directions[p] = DTensor.from_local(
+                rows.view(local_shape), layout.mesh, row_placements(layout.placements, 2),
+                run_check=False, shape=(E, m, n), stride=(m * n, n, 1),
+            )  # fmt: skip
+        self._captured = {}
+
+    # ------------------------------------------------------------------ blocks held whole
+    def _update_alone(self, shape: tuple[int, int], items: list[Item], group: MatrixGroup) -> None:
+        """Blocks this rank holds whole: the one-process bucket step (replicas compute the same)."""
+        states = self._states(items, group)
+        work = begin_bucket(items, states, group.step, group.hooks, None, group.finite)
+        O = group.step.orthogonalizer(work.X)
+        self.stats.orthogonalized += O.shape[0]
+        if group.capture.ids:
+            self._capture(group, items, O)
+        ctx = MatrixContext(shape, local_matrix_sum)
+        U, scale = finish_bucket(work, O, group.step, group.hooks, ctx, Capture())
+        apply_update(items, U, group.lr, group.weight_decay, scale, group.finite)
+
+    # ------------------------------------------------------------------ the three phases
     def _begin(self, flight: tuple[Bucket, BlockTransport], group: MatrixGroup) -> _BlockJob:
         bucket, transport = flight
-        kinds = state_kinds(group.step, bucket.params[0])
-        states = self._states(bucket, group, kinds)
+        p, blocking = parameter_of(bucket.params[0]), None
+        if isinstance(bucket.params[0], Blocks):
+            blocking = group.blockings.get(p)
+        kinds = state_kinds(group.step, p, blocking)
+        states = self._states(bucket.params, group)
         work = begin_bucket(bucket.params, states, group.step, group.hooks, None, group.finite)
         return _BlockJob(bucket, transport, work, transport.start_gather(work.X), kinds)
 
@@ -155,10 +279,7 @@ class BlockEngine:
         bucket, transport, work = job.bucket, job.transport, job.work
         O = transport.local(job.pending, work.X.dtype)  # (N, |R_r|, n): whole rows
         if group.capture.ids:
-            for p, rows in zip(bucket.params, O.unbind(0), strict=True):
-                if id(p) in group.capture.ids:
-                    direction = rows.detach().float().clone()
-                    group.capture.directions[p] = bucket.layout.whole_rows(direction)
+            self._capture(group, bucket.params, O)
         ctx = MatrixContext(bucket.shape, transport.matrix_sum)
         factor = group.step.static_scale(ctx)
         if factor is None:

@@ -102,19 +102,42 @@ def needs_blocks(p: torch.Tensor) -> bool:
     return bool(others) or rows > 1
 
 
-def row_placements(placements: tuple) -> tuple:
-    """Placements of a row statistic ``(m, 1)`` of a matrix with ``placements``: dim 0 splits kept,
-    other splits replicated (every rank holds the statistic of its rows ``R_r``)."""
+def row_placements(placements: tuple, row_dims: int = 1) -> tuple:
+    """Placements of a row statistic ``(m, 1)`` of a matrix with ``placements`` (``(E, m, 1)`` of an
+    expert stack, ``row_dims=2``): splits of the first ``row_dims`` dims kept, other splits
+    replicated (every rank holds the statistic of its rows ``R_r``)."""
     from torch.distributed.tensor import Replicate
 
     out = []
     for placement in placements:
         sharded = _sharded_dim(placement)
-        out.append(placement if sharded is None or sharded[0] == 0 else Replicate())
+        out.append(placement if sharded is None or sharded[0] < row_dims else Replicate())
     return tuple(out)
 
 
-class BlockLayout:
+class HeldRuns:
+    """Sizes of what each rank holds of an ``(m, n)`` matrix, from its runs of rows and columns."""
+
+    matrix: tuple[int, int]
+    rows: list[Runs]
+    cols: list[Runs]
+    world: int
+
+    def nrows(self, r: int) -> int:
+        """``|R_r|``."""
+        return sum(b - a for a, b in self.rows[r])
+
+    def ncols(self, r: int) -> int:
+        """``|C_r|``."""
+        return sum(b - a for a, b in self.cols[r])
+
+    @property
+    def splits_columns(self) -> bool:
+        """Whether some rank holds fewer than all columns."""
+        return any(self.ncols(r) != self.matrix[1] for r in range(self.world))
+
+
+class BlockLayout(HeldRuns):
     """The blocks of one matrix layout on every rank of the default group (see the module docstring).
 
     Attributes:
@@ -124,6 +147,7 @@ class BlockLayout:
         rows, cols: per rank, the runs of its rows ``R_r`` and columns ``C_r``.
         canonical: per rank, whether it stands for its block (coordinate 0 on replicating mesh dims).
         row_canonical: per rank, whether it stands for its rows in row sums.
+        splits: tensor dim → the mesh dims that split it, in order; coords: each rank's mesh coordinates.
         key: identifies the layout (buckets share it); ``balance_key``: the ranks owners are spread over.
     """
 
@@ -162,8 +186,11 @@ class BlockLayout:
         self.canonical: list[bool] = []
         self.row_canonical: list[bool] = []
         dims_used = {d for dims in splits.values() for d in dims}
+        self.splits = splits
+        self.coords: list[list[int]] = []
         for r in range(self.world):
             coord = [int(c) for c in (grid == r).nonzero()[0]]
+            self.coords.append(coord)
             index = []
             for dim in (0, 1):
                 idx = torch.arange(shape[dim])
@@ -188,22 +215,9 @@ class BlockLayout:
         self.balance_key = ("block", tuple(grid.flatten().tolist()))
         self._check_partition(name)
 
-    def nrows(self, r: int) -> int:
-        """``|R_r|``."""
-        return sum(b - a for a, b in self.rows[r])
-
-    def ncols(self, r: int) -> int:
-        """``|C_r|``."""
-        return sum(b - a for a, b in self.cols[r])
-
     def local_shape(self, r: int) -> tuple[int, ...]:
         """The local tensor shape of rank ``r``."""
         return (self.nrows(r), self.ncols(r) // max(1, math.prod(self.shape[2:])), *self.shape[2:])
-
-    @property
-    def splits_columns(self) -> bool:
-        """Whether some rank holds fewer than all columns."""
-        return any(self.ncols(r) != self.matrix[1] for r in range(self.world))
 
     def _check_partition(self, name: str) -> None:
         held = sum(self.nrows(r) * self.ncols(r) for r in range(self.world) if self.canonical[r])
@@ -214,14 +228,22 @@ class BlockLayout:
                 "into disjoint blocks"
             )
 
-    def row_zeros(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A zero row statistic ``(m, 1)``: a DTensor whose local part is ``(|R_r|, 1)``."""
+    def row_zeros(
+        self, dtype: torch.dtype, device: torch.device, row_dims: int = 1
+    ) -> torch.Tensor:
+        """A zero row statistic ``(m, 1)``: a DTensor whose local part is ``(|R_r|, 1)``; with
+        ``row_dims=2`` (an expert stack ``(E, m, …)``) ``(E, m, 1)``, split like dims 0 and 1."""
         from torch.distributed.tensor import DTensor
 
-        zeros = torch.zeros(self.nrows(self.rank), 1, dtype=dtype, device=device)
+        if row_dims == 1:
+            shape, local_shape = (self.matrix[0], 1), (self.nrows(self.rank), 1)
+        else:
+            shape, local_shape = (*self.shape[:2], 1), (*self.local_shape(self.rank)[:2], 1)
+        zeros = torch.zeros(local_shape, dtype=dtype, device=device)
+        stride = torch.empty(shape, device="meta").stride()
         return DTensor.from_local(
-            zeros, self.mesh, row_placements(self.placements), run_check=False,
-            shape=(self.matrix[0], 1), stride=(1, 1),
+            zeros, self.mesh, row_placements(self.placements, row_dims), run_check=False,
+            shape=shape, stride=stride,
         )  # fmt: skip
 
     def whole_rows(self, rows: torch.Tensor) -> torch.Tensor:

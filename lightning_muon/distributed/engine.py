@@ -110,6 +110,7 @@ def executor_for(
     param_groups: list[dict[str, Any]],
     options: DistributedOptions | None = None,
     owner: str = "optimizer",
+    structured: set[int] | frozenset[int] = frozenset(),
 ) -> DistributedEngine | None:
     """The executor the matrices ``named`` need in this process, or ``None`` when they need no communication.
 
@@ -121,6 +122,8 @@ def executor_for(
         param_groups: all param groups (every rank must hold the same ones).
         options: the distributed behaviour (default :class:`DistributedOptions`).
         owner: the optimizer's name, for error messages.
+        structured: ``id`` of the DTensors updated as row blocks (``structure=``): they go to the
+            block engine whatever their placements.
 
     Raises:
         ValueError: unsupported placements (``Partial``), ``mode="local"`` with sharded parameters,
@@ -129,7 +132,9 @@ def executor_for(
     options = options or DistributedOptions()
     if not (dist.is_available() and dist.is_initialized()):
         return None
-    blocks = {id(p): block_layout_of(name, p) for name, p in named if needs_blocks(p)}
+    blocks = {
+        id(p): block_layout_of(name, p) for name, p in named if needs_blocks(p) or id(p) in structured
+    }
     layouts = {
         id(p): layout_of(name, p, options.process_group) for name, p in named if id(p) not in blocks
     }
@@ -147,7 +152,7 @@ def executor_for(
         name = next(n for n, p in named if id(p) in blocks)
         raise ValueError(
             f"{owner}: statistics={options.statistics!r} needs row shards, but {name!r} is split into "
-            "blocks (tensor parallelism); use statistics='exact'"
+            "blocks (tensor parallelism, or a structure); use statistics='exact'"
         )
     if not blocks and all(layout is None for layout in layouts.values()):
         return None

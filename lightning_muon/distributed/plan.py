@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from ..core.orthogonalize import ns_flops as _ns_flops
+from ..engine.blocks import Item, parameter_of
 from ..engine.buckets import chunks
 from .block_layout import BlockLayout
 from .layout import Layout
@@ -57,14 +56,14 @@ class Bucket:
     Attributes:
         shape: the global matrix shape ``(m, n)``.
         layout: how the matrices are spread over ranks.
-        params: the parameters, in param-group order.
+        params: the parameters (or blocks of structured ones), in param-group order.
         owners: the rank (in ``layout.group``) that orthogonalizes each parameter.
         cost: orthogonalizer FLOPs of one matrix.
     """
 
     shape: tuple[int, int]
     layout: Layout | BlockLayout
-    params: list[torch.Tensor]
+    params: list[Item]
     owners: list[int]
     cost: int
 
@@ -74,7 +73,7 @@ class Bucket:
 
 
 def plan_buckets(
-    items: Sequence[tuple[torch.Tensor, tuple[int, int], Layout]],
+    items: Sequence[tuple[Item, tuple[int, int], Layout]],
     cost: Callable[[int, int], float],
     max_bucket_numel: int,
 ) -> list[Bucket]:
@@ -84,9 +83,11 @@ def plan_buckets(
     whole matrices (at least one matrix); ``cost(m, n)`` is one matrix's orthogonalizer FLOPs.
     Loads are balanced per group of ranks (``layout.balance_key``) across all buckets.
     """
-    grouped: dict[tuple, list[tuple[torch.Tensor, tuple[int, int], Layout]]] = {}
+    grouped: dict[tuple, list[tuple[Item, tuple[int, int], Layout]]] = {}
     for p, shape, layout in items:
-        grouped.setdefault((shape, p.dtype, layout.key), []).append((p, shape, layout))
+        grouped.setdefault((shape, parameter_of(p).dtype, layout.key), []).append(
+            (p, shape, layout)
+        )
     buckets: list[Bucket] = []
     for (shape, _, _), members in grouped.items():
         for chunk in chunks(members, shape, max_bucket_numel):

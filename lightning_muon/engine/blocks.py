@@ -36,10 +36,17 @@ from .tensors import as_rows, local
 
 @dataclass(frozen=True)
 class Blocking:
-    """A parameter viewed as ``(sum(rows), columns)`` and cut into row blocks of ``rows[b]`` rows."""
+    """A parameter viewed as ``(sum(rows), columns)`` and cut into row blocks of ``rows[b]`` rows.
+
+    ``row_dims`` is how many leading tensor dimensions the rows of that view span: 1 when they are
+    the first dimension (a fused QKV weight, any row split), 2 for an expert stack ``(E, m, …)``,
+    whose rows are ``E·m``. Row statistics keep that shape (``(R, 1)``, or ``(E, m, 1)``), so that
+    a sharded parameter's row statistic can be split like its rows.
+    """
 
     rows: tuple[int, ...]
     columns: int
+    row_dims: int = 1
 
     @property
     def total_rows(self) -> int:
@@ -93,13 +100,14 @@ def matrices(item: Item, t: torch.Tensor, read_only: bool = False) -> list[torch
     t = local(t)
     if t.ndim <= 1:
         return list(t.reshape(-1)[item.first : item.first + item.count].unbind(0))
-    start, (rows, _) = item.blocking.offset(item.first), item.shape
-    full = (
-        t.reshape(item.blocking.total_rows, -1)
-        if read_only
-        else t.view(item.blocking.total_rows, -1)
-    )
-    return list(full[start : start + item.count * rows].view(item.count, rows, -1).unbind(0))
+    blocking = item.blocking
+    start, (rows, _) = blocking.offset(item.first), item.shape
+    total = blocking.total_rows
+    # a shard holding none of the rows: a row statistic has one column, the other tensors ``columns``
+    empty_columns = 1 if t.shape[-1] == 1 else blocking.columns
+    columns = t.numel() // total if total else empty_columns
+    full = t.reshape(total, columns) if read_only else t.view(total, columns)
+    return list(full[start : start + item.count * rows].view(item.count, rows, columns).unbind(0))
 
 
 def fresh_state(step: MatrixStep, p: torch.Tensor, blocking: Blocking | None) -> dict[str, Any]:
@@ -113,8 +121,17 @@ def fresh_state(step: MatrixStep, p: torch.Tensor, blocking: Blocking | None) ->
         "step": torch.zeros(len(blocking.rows), dtype=torch.float32, device=p.device)
     }
     for key, value in step.init_state(view).items():
-        state[key] = value.view(p.shape) if value.shape == view.shape else value
+        if value.shape == view.shape:
+            value = value.view(p.shape)
+        elif value.shape == (blocking.total_rows, 1):
+            value = value.view(row_state_shape(tuple(p.shape), blocking))
+        state[key] = value
     return state
+
+
+def row_state_shape(shape: tuple[int, ...], blocking: Blocking) -> tuple[int, ...]:
+    """The shape of a row statistic of a parameter of ``shape`` cut by ``blocking``."""
+    return (*shape[: blocking.row_dims], 1)
 
 
 def block_units(p: torch.Tensor, blocking: Blocking) -> list[tuple[tuple[int, int], int]]:

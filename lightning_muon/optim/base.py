@@ -29,6 +29,7 @@ from ..engine.buckets import DEFAULT_MAX_BUCKET_NUMEL
 from ..engine.compiled import ElementwiseHooks
 from ..engine.local import LocalExecutor, MatrixGroup
 from ..engine.step import Capture, MatrixStep
+from ..engine.tensors import is_dtensor
 from .adamw_branch import adamw_group_step
 from .checkpoint import StateDictMixin
 from .flat_routing import print_routing, route_flat, uses_flat_parameters
@@ -218,16 +219,21 @@ class MuonFamilyOptimizer(StateDictMixin):
                 type(self).__name__,
             )
         elif distributed:
-            blocked = {id(p) for g in self.param_groups for p in group_blockings(g)}
-            named = [  # blocked matrices stay local: every replica updates its blocks itself
+            blocked = {id(p): p for g in self.param_groups for p in group_blockings(g)}
+            structured = {i for i, p in blocked.items() if is_dtensor(p)}
+            named = [  # plain blocked matrices stay local: every replica updates its blocks itself
                 (self._name_of(p), p)
                 for g in self.param_groups
                 if g["branch"] == "muon"
                 for p in g["params"]
-                if p.ndim >= 2 and id(p) not in blocked
+                if p.ndim >= 2 and (id(p) not in blocked or id(p) in structured)
             ]
             executor = executor_for(
-                named, self.param_groups, options or DistributedOptions(), type(self).__name__
+                named,
+                self.param_groups,
+                options or DistributedOptions(),
+                type(self).__name__,
+                structured,
             )
             if executor is not None and cached is not None and hasattr(cached[2], "stats"):
                 executor.stats = cached[2].stats  # one record across re-plans

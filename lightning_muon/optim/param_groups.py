@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ..engine.tensors import is_dtensor
 from .routing import RouteEntry, route_parameters
 from .structure import resolve, spec_for
 
@@ -72,20 +71,16 @@ def check_structure_of(
     label: str, value: Any, name: str, p: torch.Tensor, shape: tuple, flat: Any, where: str
 ) -> None:
     """A parameter's ``structure`` fits its shape, and its blocks can be updated where it lives:
-    whole on this process (plain tensors, DDP replicas), not as FSDP1 slices or ``Shard`` rows."""
+    plain tensors, DDP replicas and DTensors on any mesh, not FSDP1 flat slices."""
     try:
         blocking = resolve(value, name, shape)
     except ValueError as err:
         raise ValueError(f"{label}: {err}{where}") from None
-    if blocking is None:
-        return
-    sharded = is_dtensor(p) and any(pl.is_shard() for pl in p.placements)
-    if flat is not None or sharded:
-        how = "an FSDP1 flat slice" if flat is not None else f"sharded ({p.placements})"
+    if blocking is not None and flat is not None:
         raise ValueError(
-            f"{label}: {name} has structure {spec_for(value, name)!r}, but it is {how}; "
-            "row blocks are updated on whole matrices only (one process, DDP replicas). Use "
-            f"structure='flatten' for it, or do not shard it{where}"
+            f"{label}: {name} has structure {spec_for(value, name)!r}, but it is an FSDP1 flat "
+            "slice; row blocks are updated on plain tensors, DDP replicas and DTensors (FSDP2, "
+            f"tensor parallelism). Use structure='flatten' for it, or FSDP2{where}"
         )
 
 

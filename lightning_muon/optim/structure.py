@@ -26,7 +26,7 @@ litgpt model. A structure that does not fit a parameter is refused at constructi
 
 Example:
     >>> resolve({"split": "qkv", "n_head": 4, "n_query_groups": 2}, "attn.qkv.weight", (64, 32))
-    Blocking(rows=(32, 16, 16), columns=32)
+    Blocking(rows=(32, 16, 16), columns=32, row_dims=1)
     >>> resolve("experts", "moe.w1", (4, 8, 16)).rows
     (8, 8, 8, 8)
     >>> resolve({"split": "heads", "n_head": 3}, "qkv", (10, 4))
@@ -148,7 +148,7 @@ def resolve(value: Any, param_name: str, shape: tuple[int, ...]) -> Blocking | N
     if split == "experts":
         if len(shape) < 3:
             raise refuse("'experts' needs a stack (E, m, n, ...) of at least 3 dimensions")
-        return Blocking((shape[1],) * shape[0], math.prod(shape[2:]))
+        return Blocking((shape[1],) * shape[0], math.prod(shape[2:]), row_dims=2)
     rows, columns = matrix_shape(shape)
     if split == "rows":
         sizes = tuple(spec["sizes"])

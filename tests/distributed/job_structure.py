@@ -1,10 +1,15 @@
 """Structured matrices on 2 gloo ranks; run by ``test_structure_distributed.py``.
 
 Usage: ``RANK=r WORLD_SIZE=2 MASTER_ADDR=… MASTER_PORT=… python job_structure.py OUT``.
-Each rank writes ``OUT/rank{r}.json``: the largest difference between the DDP run (owner-computes
-for the plain matrix, blocks updated by each replica) and the one-process algorithm given the same
-averaged gradients, the owners planned, and the error an FSDP2-sharded structured weight raises.
-Nothing is asserted here.
+Each rank writes ``OUT/rank{r}.json``, for every Muon-family optimizer, the largest difference
+between a distributed run and the one-process algorithm given the same averaged gradients:
+
+* DDP: owner-computes for the plain matrix, blocks updated by each replica;
+* FSDP2 (``fully_shard``, experts sharded along dim 1): heads 0–1 of ``qkv`` lie whole on rank 0
+  and 3–4 on rank 1 (updated where they are), head 2 straddles the two (gathered), and every
+  expert is split over both ranks (gathered);
+
+and the error an FSDP1 flat slice with a structure raises. Nothing is asserted here.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1])]
 
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
+from torch.distributed.tensor import DTensor, Shard  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 import lightning_muon.distributed as lmd  # noqa: E402
 from lightning_muon.optim.registry import SPECS, available_names  # noqa: E402
 
 STRUCTURE = {
-    "*qkv.weight": {"split": "heads", "n_head": 4, "n_query_groups": 2},
+    "*qkv.weight": {"split": "heads", "n_head": 3, "n_query_groups": 1},
     "*experts": "experts",
 }
 
@@ -37,8 +44,8 @@ STRUCTURE = {
 class Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.qkv = nn.Linear(8, 24, bias=False)  # (4 + 2·2) heads of 3 rows
-        self.experts = nn.Parameter(torch.randn(3, 8, 24) * 0.2)
+        self.qkv = nn.Linear(8, 30, bias=False)  # (3 + 2·1) heads of 6 rows
+        self.experts = nn.Parameter(torch.randn(3, 8, 30) * 0.2)
         self.fc = nn.Linear(8, 8, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,41 +53,58 @@ class Net(nn.Module):
         return self.fc(torch.tanh(y))
 
 
-def ddp_against_one_process(name: str, rank: int) -> dict:
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def against_one_process(name: str, rank: int, wrap: str) -> dict:
+    """3 steps of the wrapped model against one process fed the same (averaged) gradients."""
     torch.manual_seed(0)
     model = Net().double()
     reference = copy.deepcopy(model)
-    ddp = DistributedDataParallel(model)
+    if wrap == "ddp":
+        forward = DistributedDataParallel(model)
+    else:
+        mesh = init_device_mesh("cpu", (2,))
+        fully_shard(model, mesh=mesh, shard_placement_fn=lambda p: Shard(1 if p.ndim == 3 else 0))
+        forward = model
     opt = SPECS[name].build(model.named_parameters(), structure=STRUCTURE)
     ref = SPECS[name].build(reference.named_parameters(), structure=STRUCTURE)
     lmd.configure(ref, mode="local")  # the one-process algorithm
     generator = torch.Generator().manual_seed(100 + rank)  # each rank its own batch
     for _ in range(3):
         opt.zero_grad()
-        ddp(torch.randn(4, 8, dtype=torch.float64, generator=generator)).square().mean().backward()
+        x = torch.randn(4, 8, dtype=torch.float64, generator=generator)
+        forward(x).square().mean().backward()
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
-            q.grad = p.grad.clone()  # the averaged gradient
+            q.grad = _full(p.grad).clone()  # the averaged gradient
         opt.step()
         ref.step()
     diff = max(
-        float((p - q).abs().max()) for p, q in zip(model.parameters(), reference.parameters())
+        float((_full(p) - q).abs().max())
+        for p, q in zip(model.parameters(), reference.parameters())
+    )
+    state_diff = max(
+        float((_full(v) - ref.state[q][k]).abs().max())
+        for p, q in zip(model.parameters(), reference.parameters())
+        for k, v in opt.state[p].items()
     )
     engine = lmd.engine_of(opt)
     return {
         "diff": diff,
+        "state_diff": state_diff,
         "engine": type(engine).__name__,
         "owners": sorted(engine.owners()) if engine is not None else [],
-        "weights": [p.detach().flatten()[:4].tolist() for p in model.parameters()],
+        "weights": [_full(p).detach().flatten()[:4].tolist() for p in model.parameters()],
+        "state_shapes": {k: list(v.shape) for k, v in opt.state[model.experts].items()},
     }
 
 
-def fsdp2_refusal() -> str:
+def fsdp1_refusal() -> str:
     torch.manual_seed(0)
-    model = Net()
-    mesh = init_device_mesh("cpu", (2,))
-    fully_shard(model, mesh=mesh)
+    model = FSDP(Net(), use_orig_params=True, device_id=torch.device("cpu"))
     try:
-        SPECS["muon"].build(model.named_parameters(), structure=STRUCTURE)
+        SPECS["muon"].build(model, structure=STRUCTURE)
     except ValueError as err:
         return str(err)
     return ""
@@ -90,11 +114,11 @@ def main() -> None:
     out = Path(sys.argv[1])
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    result = {
-        "rank": rank,
-        "ddp": {n: ddp_against_one_process(n, rank) for n in available_names("muon")},
+    result: dict = {"rank": rank} | {
+        wrap: {n: against_one_process(n, rank, wrap) for n in available_names("muon")}
+        for wrap in ("ddp", "fsdp2")
     }
-    result["fsdp2_error"] = fsdp2_refusal()
+    result["fsdp1_error"] = fsdp1_refusal()
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 

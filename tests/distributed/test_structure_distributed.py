@@ -1,4 +1,4 @@
-"""Structured matrices under DDP (exact) and FSDP2 (refused), on 2 gloo processes."""
+"""Structured matrices under DDP and FSDP2 (exact) and FSDP1 (refused), on 2 gloo processes."""
 
 from __future__ import annotations
 
@@ -32,13 +32,27 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 def test_ddp_blocks_equal_one_process(ranks: list[dict], name: str) -> None:
     for r in ranks:
         result = r["ddp"][name]
-        assert result["diff"] <= 1e-12, result
+        assert result["diff"] <= 1e-12 and result["state_diff"] <= 1e-12, result
         # the plain matrix is orthogonalized by its owner; the blocked weights by every replica
         assert result["engine"] == "DistributedEngine" and result["owners"] == ["fc.weight"]
     assert ranks[0]["ddp"][name]["weights"] == ranks[1]["ddp"][name]["weights"]
 
 
-def test_fsdp2_sharded_structured_weight_is_refused(ranks: list[dict]) -> None:
+@pytest.mark.parametrize("name", available_names("muon"))
+def test_fsdp2_sharded_blocks_equal_one_process(ranks: list[dict], name: str) -> None:
     for r in ranks:
-        # the first structured weight of the module (its own parameter before its children's)
-        assert "experts has structure 'experts', but it is sharded" in r["fsdp2_error"]
+        result = r["fsdp2"][name]
+        assert result["diff"] <= 1e-12 and result["state_diff"] <= 1e-12, result
+        # gathered to owners: the head split over both ranks and the three experts, split along
+        # their rows; heads 0-1 and 3-4 are updated by the rank holding them (no owner)
+        assert result["owners"] == [
+            "experts[0]", "experts[1]", "experts[2]", "fc.weight", "qkv.weight[2]"
+        ], result  # fmt: skip
+        if name == "normuon":  # one row statistic per row of each expert, split like the rows
+            assert result["state_shapes"]["row_second_moment"] == [3, 8, 1]
+    assert ranks[0]["fsdp2"][name]["weights"] == ranks[1]["fsdp2"][name]["weights"]
+
+
+def test_fsdp1_flat_slice_with_a_structure_is_refused(ranks: list[dict]) -> None:
+    for r in ranks:
+        assert "has structure 'experts', but it is an FSDP1 flat slice" in r["fsdp1_error"], r

@@ -133,7 +133,7 @@ def test_state_layout_and_round_trip():
     state = opt.state[params[0]]  # experts (3, 5, 7): per-expert rows and steps
     assert state["step"].tolist() == [2.0, 2.0, 2.0]
     assert state["momentum_buffer"].shape == (3, 5, 7)
-    assert state["row_second_moment"].shape == (15, 1)
+    assert state["row_second_moment"].shape == (3, 5, 1)  # per expert, per row
     assert opt.state[params[1]]["step"].shape == (8,)  # one counter per head
     saved = copy.deepcopy(opt.state_dict())
     resumed = build(spec, params, "experts-heads")
@@ -209,7 +209,7 @@ def test_group_key_overrides_and_patterns():
     for p in (a, b):
         p.grad = torch.randn_like(p)
     opt.step()
-    assert opt.state[a]["row_second_moment"].shape == (6, 1)
+    assert opt.state[a]["row_second_moment"].shape == (2, 3, 1)  # per expert
     assert opt.state[b]["row_second_moment"].shape == (2, 1)
     assert resolve({"*.experts": "experts"}, "y.w", (2, 3, 4)) is None
 
