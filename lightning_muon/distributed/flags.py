@@ -107,9 +107,8 @@ class GradientFlags:
         self._target: torch.Tensor | None = None  # the reduced ``present`` of that step
         self._anywhere = False  # whether some rank had a gradient then
         self._codes: torch.Tensor | None = None  # the last reduced codes
-        self._partial: list[int] | None = (
-            None  # partial presence found on the host at the last step
-        )
+        # positions with gradients on some ranks only, found on the host at the last step
+        self._partial: list[int] | None = None
         self._masked: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         self._generation = 0  # numbers the reductions: a restore belongs to one step
 
