@@ -113,8 +113,5 @@ class LocalExecutor:
             ctx = MatrixContext(shape, local_matrix_sum)
             U, scale = finish_bucket(work, O, group.step, group.hooks, ctx, group.capture)
             apply_update(plist, U, group.lr, group.weight_decay, scale, group.finite)
-            del (
-                U,
-                O,
-                work,
-            )  # not alive while the next bucket is computed: peak memory is one bucket's
+            # not alive while the next bucket is computed: peak memory is one bucket's
+            del U, O, work
