@@ -41,6 +41,7 @@ from ..engine.step import MatrixContext
 from ..engine.tensors import matrix_shape
 from .block_engine import BlockEngine
 from .block_layout import BlockLayout, block_layout_of, needs_blocks
+from .flags import GradientFlags
 from .layout import SHARDED, Layout, layout_of
 from .pipeline import pipelined
 from .plan import Bucket, plan_buckets
@@ -232,39 +233,25 @@ class DistributedEngine:
     ) -> tuple[torch.Tensor | None, bool]:
         """Finiteness of ``params``' gradients on *all* ranks, and whether any rank has a gradient.
 
-        One ``all_reduce``: each parameter contributes ``has_grad + (W+1)·non_finite``; after the
-        sum, ``sum mod (W+1)`` counts the ranks holding a gradient, which must be 0 or ``W``.
+        One ``all_reduce``, read on the host only when this rank's set of gradients changed
+        (:class:`~lightning_muon.distributed.flags.GradientFlags`).
         """
-        W = self.world
-        everything = [p for g in self.param_groups for p in g["params"]]
-        position = {id(p): j for j, p in enumerate(everything)}
-        codes = torch.zeros(len(everything), dtype=torch.int64, device=self._device())
-        key = (tuple(id(p) for p in params), codes.device)
-        cached = self.__dict__.setdefault("_flag_index", {})
-        if key not in cached:  # built once per parameter set, not every step
-            cached.clear()
-            cached[key] = torch.tensor(
-                [position[id(p)] for p in params], dtype=torch.long, device=codes.device
-            )
-        index = cached[key]
-        if finite is not None:
-            codes[index] = 1 + (W + 1) * (~finite.to(codes.device)).long()
-        dist.all_reduce(codes, group=self.group)
-        self.stats.record("all_reduce", codes.numel() * codes.element_size() * (W - 1))
-        present = codes % (W + 1)
-        some_only = (present != 0) & (present != W)
-        any_partial, anywhere = torch.stack(
-            [some_only.any(), (present != 0).any()]
-        ).tolist()  # one read
-        if any_partial:
-            partial = some_only.nonzero().flatten().tolist()
+        flags = self.__dict__.get("_flags")
+        if flags is None:
+            everything = [p for g in self.param_groups for p in g["params"]]
             names = self._names()
-            listed = ", ".join(names[id(everything[j])] for j in partial[:5])
-            raise RuntimeError(
-                f"{self.owner}: gradients of {listed} exist on some ranks only; every rank must "
-                "compute the same set of gradients (set unused gradients to zeros, or to None everywhere)"
+            flags = self._flags = GradientFlags(
+                everything, [names[id(p)] for p in everything], self.group, self.owner
             )
-        return (None if finite is None else codes[index] < W + 1), anywhere
+        return flags.reduce(params, finite, self.stats)
+
+    def explain_flags(self) -> list[str] | None:
+        """Why the last flags are false: raises for gradients on some ranks only, else names the non-finite ones."""
+        return self._flags.explain()
+
+    def align_skipped_step(self, optimizer: Any) -> None:
+        """Before a skipped step: plan what the other ranks plan (:meth:`GradientFlags.align_skipped_step`)."""
+        self._flags.align_skipped_step(optimizer)
 
     # ------------------------------------------------------------------ planning
     def plan(self, group: MatrixGroup) -> tuple[list[tuple[Bucket, Transport]], list[torch.Tensor]]:

@@ -20,7 +20,8 @@ world size like the momentum does, and all ranks touching a row compute the same
 whole row; it costs one element per parameter element instead of one per row.
 
 Per bucket and step: 2 ``all_to_all`` plus one ``all_reduce`` per whole-matrix statistic the
-algorithm uses (0–2); per step, one ``all_reduce`` of gradient flags.
+algorithm uses (0–2); per step, one ``all_reduce`` of gradient flags
+(:mod:`~lightning_muon.distributed.flags`, read on the host only when a rank's gradients change).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..engine.local import MatrixGroup
 from ..engine.step import MatrixContext
 from ..engine.tensors import state_dtype, state_zeros
 from .engine import DistributedEngine, DistributedOptions
+from .flags import GradientFlags
 from .flat_layout import FlatSlice, exchange_ranges
 from .flat_transport import FlatTransport
 from .pipeline import pipelined
@@ -88,30 +90,30 @@ class FlatShardEngine:
     ) -> tuple[torch.Tensor | None, bool]:
         """Finiteness of ``params``' gradients on all ranks, and whether any rank has a gradient.
 
-        One ``all_reduce`` of three counts per parameter: ranks holding a gradient, ranks holding
-        elements (an empty slice has no gradient) and ranks with a non-finite gradient.
+        One ``all_reduce`` (:class:`~lightning_muon.distributed.flags.GradientFlags`); an empty
+        slice holds no gradient, so presence is counted over the ranks holding elements.
         """
-        everything = [p for g in self.param_groups for p in g["params"]]
-        position = {id(p): j for j, p in enumerate(everything)}
-        codes = torch.zeros(3, len(everything), dtype=torch.int64, device=self._device())
-        codes[1] = torch.tensor([int(self.slices[id(p)].numel > 0) for p in everything])
-        index = torch.tensor([position[id(p)] for p in params], dtype=torch.long)
-        if finite is not None:
-            codes[0, index] = 1
-            codes[2, index] = (~finite.to(codes.device)).long()
-        dist.all_reduce(codes, group=self.group)
-        self.stats.record("all_reduce", codes.numel() * codes.element_size() * (self.world - 1))
-        present, holders, bad = codes.tolist()
-        partial = [j for j in range(len(everything)) if present[j] not in (0, holders[j])]
-        if partial:
-            names = ", ".join(self.slices[id(everything[j])].name for j in partial[:5])
-            raise RuntimeError(
-                f"{self.owner}: gradients of {names} exist on some ranks only; every rank must "
-                "compute the same set of gradients (set unused gradients to zeros, or to None everywhere)"
+        flags = self.__dict__.get("_flags")
+        if flags is None:
+            everything = [p for g in self.param_groups for p in g["params"]]
+            flags = self._flags = GradientFlags(
+                everything,
+                [self.slices[id(p)].name for p in everything],
+                self.group,
+                self.owner,
+                [self.slices[id(p)].numel > 0 for p in everything],
             )
-        self._present = {id(p): present[j] > 0 for j, p in enumerate(everything)}
-        flags = None if finite is None else torch.tensor([bad[j] == 0 for j in index.tolist()])
-        return flags, any(present)
+        result = flags.reduce(params, finite, self.stats)
+        self._present = flags.present  # the verified presence: what every rank plans
+        return result
+
+    def explain_flags(self) -> list[str] | None:
+        """Why the last flags are false: raises for gradients on some ranks only, else names the non-finite ones."""
+        return self._flags.explain()
+
+    def align_skipped_step(self, optimizer: Any) -> None:
+        """Before a skipped step: plan what the other ranks plan (:meth:`GradientFlags.align_skipped_step`)."""
+        self._flags.align_skipped_step(optimizer)
 
     # ------------------------------------------------------------------ planning
     def plan(self, group: MatrixGroup) -> list[tuple[list[torch.Tensor], FlatTransport]]:
@@ -210,10 +212,12 @@ class FlatShardEngine:
                 S[k] = blocks.rows_to_block(values)
             else:
                 S[k] = blocks.to_block(values)
+        # a finite flag (nonfinite="skip"): the state is saved, restored in _finish where it is false
+        saved = None if group.finite is None else {k: v.clone() for k, v in S.items()}
         S["step"] += 1
         X = group.hooks.begin(group.step, G, S)
         return _FlatWork(
-            plist, transport, states, keys, S, X, transport.start_gather(X), group.step
+            plist, transport, states, keys, S, X, transport.start_gather(X), group.step, saved
         )
 
     def _compute(self, job: _FlatWork) -> None:
@@ -231,6 +235,10 @@ class FlatShardEngine:
                     group.capture.directions[p] = view.detach().float().clone()
         ctx = MatrixContext(blocks.slices[0].matrix, transport.matrix_sum)
         U = group.hooks.finish(group.step, O, job.S, ctx)
+        if job.saved is not None:  # a false flag restores the state and zeroes the update
+            for k, v in job.saved.items():
+                torch.where(group.finite, job.S[k], v, out=job.S[k])
+            U = U.masked_fill_(group.finite.logical_not(), 0.0)
         for k in job.keys:
             block = job.S[k]
             targets = [s[k] if s[k].ndim == 0 else s[k].view(-1) for s in job.states]
@@ -243,18 +251,26 @@ class FlatShardEngine:
             pairs = [(t, v) for t, v in zip(targets, values, strict=True) if t.numel()]
             if pairs:
                 torch._foreach_copy_([t for t, _ in pairs], [v for _, v in pairs])
-        self._apply(job.plist, blocks.from_block(U), group.lr, group.weight_decay)
+        self._apply(job.plist, blocks.from_block(U), group.lr, group.weight_decay, group.finite)
 
     @staticmethod
     def _apply(
-        plist: list[torch.Tensor], updates: list[torch.Tensor], lr: float, wd: float
+        plist: list[torch.Tensor],
+        updates: list[torch.Tensor],
+        lr: float,
+        wd: float,
+        finite: torch.Tensor | None = None,
     ) -> None:
-        """Decoupled weight decay, then ``W ← W − lr·U`` on each slice (``lr = 0``: untouched)."""
+        """Decoupled weight decay, then ``W ← W − lr·U`` on each slice (``lr = 0``: untouched).
+
+        With a ``finite`` flag the decay factor is ``1 − lr·λ·finite`` (``U`` is zeroed already)."""
         pairs = [(p, u) for p, u in zip(plist, updates, strict=True) if p.numel()]
         if lr == 0 or not pairs:
             return
         local = [p.data.view(-1) for p, _ in pairs]
-        if wd:
+        if wd and finite is not None:
+            torch._foreach_mul_(local, 1.0 - (lr * wd) * finite.to(local[0].dtype))
+        elif wd:
             torch._foreach_mul_(local, 1.0 - lr * wd)
         torch._foreach_add_(
             local, [u.to(w.dtype) for (_, u), w in zip(pairs, local, strict=True)], alpha=-lr
@@ -262,11 +278,11 @@ class FlatShardEngine:
 
 
 class _FlatWork:
-    __slots__ = ("plist", "transport", "states", "keys", "S", "X", "pending", "step")
+    __slots__ = ("plist", "transport", "states", "keys", "S", "X", "pending", "step", "saved")
 
-    def __init__(self, plist, transport, states, keys, S, X, pending: Flight, step) -> None:  # noqa: ANN001
+    def __init__(self, plist, transport, states, keys, S, X, pending: Flight, step, saved) -> None:  # noqa: ANN001
         self.plist, self.transport, self.states, self.keys = plist, transport, states, keys
-        self.S, self.X, self.pending, self.step = S, X, pending, step
+        self.S, self.X, self.pending, self.step, self.saved = S, X, pending, step, saved
 
 
 def flat_executor_for(

@@ -94,6 +94,12 @@ class LocalExecutor:
         """``(finite, any_gradient)``: nothing to agree on in one process."""
         return finite, bool(params)
 
+    def explain_flags(self) -> None:
+        """Nothing to explain in one process: the screen names the non-finite gradients itself."""
+
+    def align_skipped_step(self, optimizer: Any) -> None:
+        """Nothing to align in one process."""
+
     def run(self, group: MatrixGroup) -> None:
         """Update every matrix of ``group`` that has a gradient."""
         for shape, plist in matrix_buckets(group.params, group.max_bucket_numel, group.blockings):
@@ -107,4 +113,5 @@ class LocalExecutor:
             ctx = MatrixContext(shape, local_matrix_sum)
             U, scale = finish_bucket(work, O, group.step, group.hooks, ctx, group.capture)
             apply_update(plist, U, group.lr, group.weight_decay, scale, group.finite)
-            del U, O, work  # not alive while the next bucket is computed: peak memory is one bucket's
+            # not alive while the next bucket is computed: peak memory is one bucket's
+            del U, O, work

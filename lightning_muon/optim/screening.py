@@ -47,10 +47,14 @@ def screen_gradients(optimizer: Any, executor: Any) -> tuple[bool, torch.Tensor 
     step that proceeds has ``finite=None``. ``nonfinite="skip"`` reads nothing: the step runs with
     ``finite`` (0-d bool), which executors and the AdamW branch use to leave every weight and
     state unchanged when it is false (as fused AdamW's ``found_inf``), and the skip is counted on
-    the device. Touches nothing itself.
+    the device. Touches nothing itself, except on a rank of a distributed executor whose
+    gradients exist on some ranks only (``"skip"``): it runs the skipped step with the gradients
+    the other ranks plan for, restored after the step
+    (:mod:`lightning_muon.distributed.flags`).
 
     Raises:
-        RuntimeError: sparse or complex gradients, or a first step without any gradient on any rank.
+        RuntimeError: sparse or complex gradients, a first step without any gradient on any rank,
+            or (``"raise"``, and at the first step) gradients present on some ranks only.
         FloatingPointError: a non-finite gradient with ``nonfinite="raise"``.
     """
     name = type(optimizer).__name__
@@ -67,7 +71,7 @@ def screen_gradients(optimizer: Any, executor: Any) -> tuple[bool, torch.Tensor 
             params.append(p)
             grads.append(local(p.grad))
     finite = finite_flags(grads) if grads else None
-    finite, anywhere = executor.reduce_gradient_flags(params, finite)  # collective under DDP/FSDP2
+    finite, anywhere = executor.reduce_gradient_flags(params, finite)  # collective under DDP/FSDP
     if not anywhere and not optimizer.state:
         raise RuntimeError(FIRST_STEP_WITHOUT_GRADIENTS.format(name=name))
     if finite is None:
@@ -75,10 +79,18 @@ def screen_gradients(optimizer: Any, executor: Any) -> tuple[bool, torch.Tensor 
     every = finite.all()
     if optimizer.nonfinite == "skip":
         optimizer.count_skip(~every)
+        align = getattr(executor, "align_skipped_step", None)
+        if align is not None:  # a rank whose gradients differ from the others' plans what they plan
+            align(optimizer)
         return True, every
     if bool(every):  # the one host read of a step
         return True, None
-    bad = [optimizer._name_of(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok]
+    explain = getattr(executor, "explain_flags", None)
+    bad = explain() if explain is not None else None  # raises for gradients on some ranks only
+    if bad is None:
+        bad = [
+            optimizer._name_of(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok
+        ]
     raise FloatingPointError(
         f"{name}: non-finite gradient in {', '.join(bad)}; no weight or optimizer state was "
         "changed. Construct with nonfinite='skip' to skip such steps instead."
