@@ -26,15 +26,17 @@ def howto_script() -> str:
     return blocks[0].code
 
 
-def test_howto_trains_on_a_two_by_two_mesh(tmp_path: Path) -> None:
+@pytest.mark.parametrize("structure", ["flatten", "per-head"])
+def test_howto_trains_on_a_two_by_two_mesh(tmp_path: Path, structure: str) -> None:
     script = tmp_path / "train_tp.py"
     script.write_text(howto_script())
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     path = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": path})
+    args = ["12"] if structure == "flatten" else ["12", structure]
     run = subprocess.run(
-        [sys.executable, str(script), "12"], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=600,
+        [sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # the fused QKV weight is split over both mesh dimensions: tensor parallel rows, then FSDP2
