@@ -1,7 +1,9 @@
 """DCP checkpoints across layouts: save a litgpt GPT + optimizer on a 2×2 (data × tensor) mesh,
 resume on 4×1, 1×4 or one process, and continue as the uninterrupted run does.
 
-``job_dcp_layouts.py OUT save CKPT NAME``: 4 ranks, 2×2 mesh; 3 steps of optimizer ``NAME``,
+``job_dcp_layouts.py OUT save CKPT NAME``: 4 ranks, 2×2 mesh; 3 steps of optimizer ``NAME``
+(``normuon-heads``: NorMuon with per-head QKV blocks, whose row statistics and per-block step
+counts must reshard too),
 ``dcp.save`` to ``CKPT/NAME``, 2 more steps; rank 0 writes the final full weights to
 ``CKPT/NAME.final.pt``. ``job_dcp_layouts.py OUT load CKPT NAME DP TP``: ``DP·TP`` ranks (``1 1``
 without a process group): a model with other weights loads ``CKPT/NAME`` and runs the same 2
@@ -29,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from lightning_muon.litgpt import attention_structure
 from lightning_muon.litgpt.tensor_parallel import group_qkv, parallelize
 from lightning_muon.optim.registry import OPTIMIZERS
 from tests.distributed.tp_gpt import GQA, full_params, gpt, lm_loss, max_rel, mesh, tokens
@@ -44,8 +47,10 @@ def build(name: str, dp: int, tp: int, seed: int) -> tuple[torch.nn.Module, Any,
         device_mesh = mesh(dp, tp)
         dp_rank = device_mesh["data_parallel"].get_local_rank()
         model = parallelize(gpt(GQA, seed), device_mesh)
-    cls = OPTIMIZERS[name]
-    return model, cls(model, lr=0.02, ns_dtype="float32"), dp_rank
+    name, _, variant = name.partition("-")  # "normuon-heads": per-head QKV blocks
+    structure = attention_structure(model) if variant == "heads" else "flatten"
+    opt = OPTIMIZERS[name](model, lr=0.02, ns_dtype="float32", structure=structure)
+    return model, opt, dp_rank
 
 
 def train(

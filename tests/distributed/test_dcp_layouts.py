@@ -21,7 +21,7 @@ TOL = 1e-5
 LAYOUTS = {"4x1": (4, 1), "1x4": (1, 4), "one process": (1, 1)}
 
 
-@pytest.fixture(scope="module", params=["normuon", "adamuon"])
+@pytest.fixture(scope="module", params=["normuon", "adamuon", "normuon-heads"])
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     name = request.param
     ckpt = tmp_path_factory.mktemp(f"dcp_{name}")
