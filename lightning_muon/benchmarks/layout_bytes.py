@@ -4,7 +4,8 @@ Run ``python -m lightning_muon.benchmarks.layout_bytes`` (4 gloo CPU processes, 
 A litgpt GPT (grouped-query attention) is laid out five ways on 4 ranks: DDP replicas, FSDP2
 (4×1), tensor parallelism (1×4, litgpt's TP plan of
 :mod:`lightning_muon.litgpt.tensor_parallel`), FSDP2 × TP (2×2) and HSDP (2 replicas × 2
-shards), plus DDP with per-head blocks (``structure``). One NorMuon step (fp32 Newton–Schulz, so
+shards), plus DDP, TP and FSDP2 × TP with per-head blocks (``structure``: each head of the fused
+``attn.qkv`` weights is a matrix of its own, here and in the minimum). One NorMuon step (fp32 Newton–Schulz, so
 inputs and results travel in fp32) is counted by the optimizer's own ``CommStats``, summed over
 the ranks, after a first step that plans.
 
@@ -41,6 +42,8 @@ LAYOUTS: dict[str, tuple[int, int, str]] = {
     "FSDP2 (4×1)": (4, 1, "fsdp"),
     "TP (1×4)": (1, 4, "fsdp"),
     "FSDP2 × TP (2×2)": (2, 2, "fsdp"),
+    "TP (1×4), per-head blocks": (1, 4, "fsdp-heads"),
+    "FSDP2 × TP (2×2), per-head blocks": (2, 2, "fsdp-heads"),
     "HSDP (2 replicas × 2 shards)": (4, 1, "hsdp"),
 }
 MATRIX_KINDS = ("gather", "scatter", "all_gather")
@@ -70,12 +73,38 @@ def _model(layout: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     else:
         names = ("data_parallel", "tensor_parallel")
         parallelize(model, init_device_mesh("cpu", (dp, tp), mesh_dim_names=names))
+        if kind == "fsdp-heads":
+            extra["structure"] = attention_structure(model, split="heads")
     return model, extra
 
 
-def _held(p: torch.Tensor) -> int:
-    local = p.to_local() if hasattr(p, "to_local") else p
-    return local.numel()
+def _held(opt: Any) -> tuple[list[int], list[int]]:
+    """``(elements this rank holds, elements)`` of every matrix the optimizer orthogonalizes: each
+    block of a structured weight counts as a matrix of its own."""
+    from ..distributed.block_layout import block_layout_of
+    from ..distributed.block_pieces import block_pieces
+    from ..optim.structure import group_blockings
+
+    held, sizes = [], []
+    for group in opt.param_groups:
+        if group["branch"] != "muon":
+            continue
+        blockings = group_blockings(group)
+        for p in group["params"]:
+            local = p.to_local() if hasattr(p, "to_local") else p
+            blocking = blockings.get(p)
+            if blocking is None:
+                held.append(local.numel())
+                sizes.append(p.numel())
+                continue
+            local_rows = blocking.rows
+            columns = blocking.columns
+            if hasattr(p, "to_local"):
+                local_blocking, _ = block_pieces(block_layout_of("", p), blocking)
+                local_rows, columns = local_blocking.rows, local_blocking.columns
+            held += [rows * columns for rows in local_rows]
+            sizes += [rows * blocking.columns for rows in blocking.rows]
+    return held, sizes
 
 
 def measure_layout(layout: str) -> dict[str, Any]:
@@ -98,12 +127,12 @@ def measure_layout(layout: str) -> dict[str, Any]:
     engine = engine_of(opt)
     calls = dict(engine.stats.calls) if engine else {}
     sent = dict(engine.stats.bytes) if engine else {}
-    matrices = [p for g in opt.param_groups if g["branch"] == "muon" for p in g["params"]]
-    held = torch.tensor([_held(p) for p in matrices], dtype=torch.float64)
+    held_list, size_list = _held(opt)
+    held = torch.tensor(held_list, dtype=torch.float64)
     per_rank = [torch.zeros_like(held) for _ in range(dist.get_world_size())]
     dist.all_gather(per_rank, held)
     table = torch.stack(per_rank)  # (world, matrices)
-    sizes = torch.tensor([p.numel() for p in matrices], dtype=torch.float64)
+    sizes = torch.tensor(size_list, dtype=torch.float64)
     most = table.max(dim=0).values
     minimum = float(((sizes - most) + (table.sum(dim=0) - most)).sum() * 4)
     totals = torch.tensor(
@@ -167,8 +196,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "`lightning_muon.benchmarks.layout_bytes`): every element the owner lacks reaches it once "
         "and every rank gets back what it holds. Above it: tensor-parallel column blocks receive "
         "whole rows back (exact row statistics, at most `T`× a block's bytes), and the DDP "
-        "all-gather pads each bucket to the largest share a rank owns. With per-head blocks under "
-        "DDP every replica updates its blocked weights itself (no transfer, repeated compute).",
+        "all-gather pads each bucket to the largest share a rank owns. With per-head blocks every "
+        "head is a matrix of its own: under DDP every replica updates its blocked weights itself "
+        "(no transfer, repeated compute), and under TP and FSDP2 × TP each head lies whole on the "
+        "rank holding it and is updated there, so the fused QKV weights move no bytes at all.",
     ]
     return "\n".join(lines) + "\n"
 

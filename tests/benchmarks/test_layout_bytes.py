@@ -26,3 +26,11 @@ def test_page_and_json_match_a_fresh_measurement() -> None:
     # owner-computes at its minimum where every rank holds distinct rows; never below it
     assert fresh["FSDP2 (4×1)"]["matrix_bytes"] == fresh["FSDP2 (4×1)"]["minimum_bytes"]
     assert all(r["matrix_bytes"] >= r["minimum_bytes"] for r in fresh.values())
+    # per-head blocks under tensor parallelism: every head lies whole on one rank, so the fused
+    # QKV weights move nothing, where whole they move the 3/4 each rank lacks to the owner and
+    # back: 2 layers × 1.5 × (8 + 2·4)·8 × 64 elements of 4 bytes; everything else as before
+    qkv_bytes = 2 * 3 * (8 + 2 * 4) * 8 * 64 * 4 // 2
+    for mesh in ("TP (1×4)", "FSDP2 × TP (2×2)"):
+        heads = fresh[f"{mesh}, per-head blocks"]
+        assert fresh[mesh]["matrix_bytes"] - heads["matrix_bytes"] == qkv_bytes
+        assert fresh[mesh]["minimum_bytes"] - heads["minimum_bytes"] == qkv_bytes
