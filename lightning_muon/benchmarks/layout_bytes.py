@@ -14,7 +14,7 @@ matrix of ``M`` elements of which rank ``r`` holds ``h_r`` (replicas counted on 
 them), the cheapest owner is the rank holding most; it must receive the ``M − max h`` elements it
 lacks and send every other rank what it holds: ``(M − max h) + (Σ h_r − max h)`` elements, times
 4 bytes. The page reports the measured bytes of the matrix transfers (gathers, scatters and
-all-gathers) against that sum; all-reduces (matrix sums, gradient flags) are listed apart.
+shared results) against that sum; all-reduces (matrix sums, gradient flags) are listed apart.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ LAYOUTS: dict[str, tuple[int, int, str]] = {
     "FSDP2 × TP (2×2), per-head blocks": (2, 2, "fsdp-heads"),
     "HSDP (2 replicas × 2 shards)": (4, 1, "hsdp"),
 }
-MATRIX_KINDS = ("gather", "scatter", "all_gather")
+MATRIX_KINDS = ("gather", "scatter", "share")
 
 
 def _model(layout: str) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -195,8 +195,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "The minimum is owner-computes' (module docstring of "
         "`lightning_muon.benchmarks.layout_bytes`): every element the owner lacks reaches it once "
         "and every rank gets back what it holds. Above it: tensor-parallel column blocks receive "
-        "whole rows back (exact row statistics, at most `T`× a block's bytes), and the DDP "
-        "all-gather pads each bucket to the largest share a rank owns. With per-head blocks every "
+        "whole rows back (exact row statistics, at most `T`× a block's bytes). DDP replicas "
+        "send each owner's results to every other rank once, without padding. With per-head "
+        "blocks every "
         "head is a matrix of its own: under DDP every replica updates its blocked weights itself "
         "(no transfer, repeated compute), and under TP and FSDP2 × TP each head lies whole on the "
         "rank holding it and is updated there, so the fused QKV weights move no bytes at all.",

@@ -13,7 +13,7 @@ Nothing to call in the common cases; every Muon-family optimizer decides at its 
   every rank its whole rows back (:mod:`~lightning_muon.distributed.block_engine`), exact as well.
 * **DDP** (``DDPStrategy``, ``DistributedDataParallel``): parameters are plain tensors and a process
   group of more than one rank is initialized. Each rank orthogonalizes only the matrices it owns and
-  the results are all-gathered: no replicated Newton–Schulz.
+  the results are sent to every other rank: no replicated Newton–Schulz.
 * **FSDP1** (``FullyShardedDataParallel(use_orig_params=True)``, Lightning's and Fabric's
   ``FSDPStrategy``, ``litgpt pretrain --devices N``): parameters are 1-D slices of flat shards; the
   optimizer reads names and shapes from FSDP's metadata and runs the same owner-computes step on

@@ -18,7 +18,7 @@ Parameters whose ranks hold blocks of rows × columns (tensor parallelism) are h
 :class:`~lightning_muon.distributed.block_engine.BlockEngine` after the row-sharded buckets.
 
 Every rank issues the same collectives in the same order. Per bucket and step: 2 ``all_to_all``
-(sharded) or 1 ``all_gather`` (replicated), plus one small ``all_reduce`` per whole-matrix
+(sharded) or 1 (replicated: the results shared), plus one small ``all_reduce`` per whole-matrix
 statistic the algorithm uses (0–2); per step, one ``all_reduce`` of gradient flags (non-finite
 values and gradients present on some ranks only, so every rank skips or raises together).
 """

@@ -8,7 +8,8 @@ Per bucket of ``N`` same-shape ``m × n`` matrices, with ``N_o`` of them owned b
   exactly its rows ``(N, m_r, n)``. Each element crosses the network once each way, so the bytes
   per parameter per step are ``(W−1)/W`` elements each way (2 B each with bf16 transfers);
 * **replicated** (every rank holds the whole matrix, DDP): no gather is needed; one
-  ``all_gather`` shares each owner's results (padded to the largest owner count of the bucket).
+  ``all_to_all`` sends each owner's results to every other rank (``N_o`` matrices from owner
+  ``o``, unpadded: the bytes are owner-computes' minimum, ``(W−1)·N·m·n`` over the ranks).
 
 Every collective is started with ``async_op=True`` so the engine can overlap it with the
 Newton–Schulz of another bucket. Statistics over a whole matrix go through :meth:`matrix_sum`:
@@ -45,8 +46,8 @@ def transfer_dtypes(
 class CommStats:
     """What this rank's optimizer steps communicated: collective calls and bytes sent to other ranks, by kind.
 
-    Kinds: ``"gather"`` and ``"scatter"`` (one ``all_to_all`` each), ``"all_gather"`` (replicated
-    results) and ``"all_reduce"`` (matrix sums and gradient flags). ``orthogonalized`` counts the
+    Kinds: ``"gather"`` and ``"scatter"`` (one ``all_to_all`` each), ``"share"`` (replicated
+    results, one ``all_to_all``) and ``"all_reduce"`` (matrix sums and gradient flags). ``orthogonalized`` counts the
     matrices this rank orthogonalized for the shared (sharded or replicated) matrices.
 
     Example:
@@ -135,7 +136,9 @@ class Transport:
         # elements rank `me` sends to / receives from each rank in the gather; the scatter is its mirror
         self.gather_send = [len(self.by_owner[o]) * self.rows[me] * n for o in range(W)]
         self.gather_recv = [len(self.mine) * self.rows[s] * n for s in range(W)]
-        self.max_owned = max(len(owned) for owned in self.by_owner)
+        # replicated: every rank receives each owner's N_o results whole
+        self.shared_send = [len(self.mine) * m * n] * W
+        self.shared_recv = [len(owned) * m * n for owned in self.by_owner]
 
     # ----------------------------------------------------------------- gather
     def start_gather(self, X: torch.Tensor) -> Flight:
@@ -164,14 +167,14 @@ class Transport:
         """Send the rows of this rank's results to the ranks that hold them. ``O``: ``(N_own, m, n)``."""
         O = O.to(self.scatter_dtype)
         m, n = self.shape
-        if not self.sharded:
-            send = O.new_zeros(self.max_owned, m, n)
-            send[: len(self.mine)] = O
-            recv = send.new_empty(self.layout.world * self.max_owned, m, n)
-            work = dist.all_gather_into_tensor(recv, send, group=self.layout.group, async_op=True)
-            self.stats.record(
-                "all_gather", send.numel() * send.element_size() * (self.layout.world - 1)
-            )
+        if not self.sharded:  # the same results to every rank (its own copy stays local)
+            send = O.reshape(1, -1).expand(self.layout.world, -1).reshape(-1)
+            recv = send.new_empty(sum(self.shared_recv))
+            work = dist.all_to_all_single(
+                recv, send, self.shared_recv, self.shared_send, group=self.layout.group,
+                async_op=True,
+            )  # fmt: skip
+            self._record("share", self.shared_send, send.element_size())
             return Flight(work, send, recv)
         send = torch.cat(
             [
@@ -192,9 +195,8 @@ class Transport:
         m, n = self.shape
         if self.sharded:
             stacked = recv.view(len(self.order), self.rows[self.layout.rank], n)
-        else:
-            grid = recv.view(self.layout.world, self.max_owned, m, n)
-            stacked = torch.cat([grid[o, : len(owned)] for o, owned in enumerate(self.by_owner)])
+        else:  # owner by owner, as in `order`
+            stacked = recv.view(len(self.order), m, n)
         return stacked.index_select(0, self._on(recv.device, "inverse")).to(dtype)
 
     def _on(self, device: torch.device, name: str) -> torch.Tensor:

@@ -131,7 +131,7 @@ def test_ddp_owner_computes_without_replicated_newton_schulz(
         assert r["param_rel_diff"] < TOL, r
         assert r["replicas_identical"]
         assert all(
-            c == {"all_reduce": 1, "all_gather_into_tensor": r["buckets"]}
+            c == {"all_reduce": 1, "all_to_all_single": r["buckets"]}
             for c in r["collectives_per_step"][1:]
         )
     assert sum(r["ns_matrices_per_step"] for r in results) == results[0]["matrices"]
