@@ -27,6 +27,15 @@ def end_process_group() -> None:
         dist.destroy_process_group()
 
 
+def error_text(fn: Any) -> str:
+    """``"Type: message"`` of what ``fn()`` raises, or ``"no error"`` (a job records it; the test checks it)."""
+    try:
+        fn()
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,6 +20,7 @@ import torch.distributed as dist
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE), str(HERE.parent / "optim")]
 
+from dist_launch import error_text  # noqa: E402
 from host_reads import count_host_reads  # noqa: E402
 from job_torch import full, shard  # noqa: E402
 from tiny_transformer import Block, batches, loss_fn, make_model  # noqa: E402
@@ -113,14 +114,6 @@ def host_reads(layout: str, data: list[torch.Tensor]) -> dict[str, Any]:
     return out
 
 
-def _error(fn: Any) -> str:
-    try:
-        fn()
-    except Exception as err:  # the test checks type and message
-        return f"{type(err).__name__}: {err}"
-    return "no error"
-
-
 def changed_presence(layout: str, data: list[torch.Tensor], rank: int) -> dict[str, Any]:
     """At step 4: ``DROPPED``'s gradient dropped on rank 1 only (``partial``) or on both ranks
     (``everywhere``), or one element of rank 1's part of it made infinite (``nonfinite``)."""
@@ -143,7 +136,7 @@ def changed_presence(layout: str, data: list[torch.Tensor], rank: int) -> dict[s
         before, state = weights(layout, model), state_copy(opt)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            error = _error(opt.step)
+            error = error_text(opt.step)
         after = weights(layout, model)
         result = {
             "held": held,
@@ -160,7 +153,7 @@ def changed_presence(layout: str, data: list[torch.Tensor], rank: int) -> dict[s
         }
         backward(model, opt, data[4])  # every gradient again: the next step trains
         before = weights(layout, model)
-        result["next_step"] = _error(opt.step)
+        result["next_step"] = error_text(opt.step)
         result["next_step_moved"] = not all(
             torch.equal(before[n], v) for n, v in weights(layout, model).items()
         )

@@ -30,7 +30,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor  # noqa: E402
-from tp_gpt import GQA, full, full_params, gpt, lm_loss, max_rel, mesh, tokens  # noqa: E402
+from tp_gpt import GQA, full, full_params, full_states, gpt, lm_loss, max_rel, mesh, tokens  # noqa: E402
 
 import lightning_muon.distributed as lmd  # noqa: E402
 from lightning_muon.litgpt import attention_structure  # noqa: E402
@@ -50,11 +50,7 @@ def _report(
 ) -> dict[str, Any]:
     """Differences to one process (parameters, state), how far the weights moved, and which
     matrices were gathered to owners (the others were updated where they are)."""
-    state, ref_state = {}, {}
-    for n, p in params.items():
-        for key, value in ref_opt.state[ref_params[n]].items():
-            state[f"{n}:{key}"] = full(opt.state[p][key])
-            ref_state[f"{n}:{key}"] = value
+    state, ref_state = full_states(opt, params, ref_opt, ref_params)
     engine = lmd.engine_of(opt)
     return {
         "param_rel_diff": max_rel({n: full(p) for n, p in params.items()}, ref_params),

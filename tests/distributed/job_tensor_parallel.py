@@ -23,7 +23,7 @@ import torch.distributed as dist
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
-from tp_gpt import GQA, MHA, full, full_params, gpt, lm_loss, max_rel, mesh, tokens  # noqa: E402
+from tp_gpt import GQA, MHA, full, full_params, full_states, gpt, lm_loss, max_rel, mesh, tokens  # noqa: E402
 
 import lightning_muon.distributed as lmd  # noqa: E402
 from lightning_muon.litgpt.tensor_parallel import group_qkv, parallelize  # noqa: E402
@@ -80,11 +80,7 @@ def optimizer_steps(cls: type, dp: int, tp: int) -> dict[str, Any]:
             ref_params[n].grad = full(p.grad)
         opt.step()
         ref_opt.step()
-    state, ref_state = {}, {}
-    for n, p in named.items():
-        for key, value in ref_opt.state[ref_params[n]].items():
-            state[f"{n}:{key}"] = full(opt.state[p][key])
-            ref_state[f"{n}:{key}"] = value
+    state, ref_state = full_states(opt, named, ref_opt, ref_params)
     engine = lmd.engine_of(opt)
     return {
         "param_rel_diff": max_rel(full_params(model), full_params(reference)),

@@ -23,6 +23,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 import torch.distributed.checkpoint as dcp  # noqa: E402
 from counting import count_orthogonalized  # noqa: E402
+from dist_launch import error_text  # noqa: E402
 from tiny_transformer import Block, batches, loss_fn, make_model  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.distributed.checkpoint.state_dict import (  # noqa: E402
@@ -262,14 +263,6 @@ def captured_directions(data: list[torch.Tensor]) -> dict[str, Any]:
     return out
 
 
-def _error(fn: Any) -> str:
-    try:
-        fn()
-    except Exception as err:  # the test checks type and message
-        return f"{type(err).__name__}: {err}"
-    return "no error"
-
-
 def refusals() -> dict[str, str]:
     """Unsupported layouts (and FSDP1 without original parameters) must raise with a message that names the fix."""
     from torch.distributed.fsdp import FullyShardedDataParallel
@@ -285,7 +278,7 @@ def refusals() -> dict[str, str]:
         weight.grad = DTensor.from_local(torch.ones(8, 6), mesh, [Partial()])
         opt.step()
 
-    out["partial"] = _error(partial)
+    out["partial"] = error_text(partial)
 
     def local_mode_sharded() -> None:
         model = shard(make_model())
@@ -294,7 +287,7 @@ def refusals() -> dict[str, str]:
         loss_fn(model, batches(1)[0]).backward()
         opt.step()
 
-    out["local_mode_sharded"] = _error(local_mode_sharded)
+    out["local_mode_sharded"] = error_text(local_mode_sharded)
 
     def different_parameters() -> None:  # e.g. pipeline stages: not data-parallel replicas
         width = 8 + dist.get_rank()
@@ -303,7 +296,7 @@ def refusals() -> dict[str, str]:
         model(torch.randn(3, 4)).sum().backward()
         opt.step()
 
-    out["different_parameters"] = _error(different_parameters)
+    out["different_parameters"] = error_text(different_parameters)
     for orig in (True, False):
         wrapped = FullyShardedDataParallel(
             make_model(),
@@ -311,13 +304,13 @@ def refusals() -> dict[str, str]:
             use_orig_params=orig,
             device_id=torch.device("cpu"),
         )
-        out[f"fsdp1_orig{orig}_module"] = _error(lambda w=wrapped: NorMuon(w))
-        out[f"fsdp1_orig{orig}_named"] = _error(lambda w=wrapped: NorMuon(w.named_parameters()))
-        out[f"fsdp1_orig{orig}_params"] = _error(lambda w=wrapped: NorMuon(w.parameters()))
+        out[f"fsdp1_orig{orig}_module"] = error_text(lambda w=wrapped: NorMuon(w))
+        out[f"fsdp1_orig{orig}_named"] = error_text(lambda w=wrapped: NorMuon(w.named_parameters()))
+        out[f"fsdp1_orig{orig}_params"] = error_text(lambda w=wrapped: NorMuon(w.parameters()))
     # Lightning's FSDPStrategy wraps the LightningModule itself: its own modules are not FSDP instances
     inner = make_model()
     wrapper = FullyShardedDataParallel(inner, use_orig_params=True, device_id=torch.device("cpu"))
-    out["fsdp1_root_wrapped_inner_module"] = _error(lambda: NorMuon(inner))
+    out["fsdp1_root_wrapped_inner_module"] = error_text(lambda: NorMuon(inner))
     del wrapper
     return out
 
@@ -335,7 +328,7 @@ def nonfinite_and_missing(rank: int) -> dict[str, Any]:
         loss_fn(model, data[1]).backward()
         if rank == 1:
             model.blocks[0].fc.weight.grad.to_local()[0, 0] = float("inf")
-        out[mode] = _error(opt.step)
+        out[mode] = error_text(opt.step)
         out[f"{mode}_skipped_steps"] = opt.skipped_steps
         out[f"{mode}_unchanged"] = all(
             torch.equal(full(p), b) for p, b in zip(model.parameters(), before, strict=True)
@@ -345,7 +338,7 @@ def nonfinite_and_missing(rank: int) -> dict[str, Any]:
     loss_fn(model, data[0]).backward()
     if rank == 1:
         model.blocks[1].out.weight.grad = None
-    out["missing"] = _error(opt.step)
+    out["missing"] = error_text(opt.step)
     return out
 
 
@@ -360,7 +353,7 @@ def gradients_on_the_first_step(rank: int) -> dict[str, Any]:
             loss_fn(model, tokens).backward()  # FSDP2's backward is collective: every rank runs it
             if rank == 1:
                 opt.zero_grad(set_to_none=True)
-        out[case] = _error(opt.step)
+        out[case] = error_text(opt.step)
     return out
 
 

@@ -31,6 +31,7 @@ import torch.distributed as dist
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
+from dist_launch import error_text  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
@@ -246,14 +247,6 @@ def model_run(mesh: Any, name: str) -> dict[str, Any]:
     }
 
 
-def _error(fn: Any) -> str:
-    try:
-        fn()
-    except Exception as err:  # the test checks type and message
-        return f"{type(err).__name__}: {err}"
-    return "no error"
-
-
 def refusals(mesh: Any) -> dict[str, Any]:
     from lightning_muon import NorMuon
 
@@ -273,7 +266,7 @@ def refusals(mesh: Any) -> dict[str, Any]:
     )
     keep.grad = distribute_tensor(torch.ones(6, 10), mesh, [Shard(0), Shard(1)])
     partial.grad = DTensor.from_local(torch.ones(3, 4), mesh, [Shard(0), Partial()])
-    out["partial"] = _error(opt.step)
+    out["partial"] = error_text(opt.step)
     out["partial_unchanged"] = bool(
         torch.equal(before[0], keep.to_local())
         and torch.equal(before[1], partial.to_local())
@@ -300,7 +293,7 @@ def refusals(mesh: Any) -> dict[str, Any]:
         stride=(4, 1),
     )
     opt = NorMuon([{"params": [uneven], "branch": "muon", "param_names": ["mlp.proj.weight"]}])
-    out["uneven"] = _error(opt.step)
+    out["uneven"] = error_text(opt.step)
     return out
 
 

@@ -54,3 +54,15 @@ def full_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def max_rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[n] - b[n]).abs().max() / b[n].abs().max().clamp_min(1e-30)) for n in b)
+
+
+def full_states(
+    opt: Any, named: dict[str, torch.Tensor], ref_opt: Any, ref_params: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The sharded optimizer's state (full tensors) and the one-process one's, keyed ``name:key``."""
+    state, ref_state = {}, {}
+    for n, p in named.items():
+        for key, value in ref_opt.state[ref_params[n]].items():
+            state[f"{n}:{key}"] = full(opt.state[p][key])
+            ref_state[f"{n}:{key}"] = value
+    return state, ref_state
